@@ -1,0 +1,164 @@
+"""Immutable configuration, parsed once at the edge and passed down explicitly.
+
+Each component takes only the sub-config it needs. Defaults follow RFC 5321 and
+what Postfix/KumoMTA users expect; each default says where it comes from.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Literal
+
+TlsPolicy = Literal["none", "opportunistic", "required", "verify"]
+TLS_POLICIES: tuple[str, ...] = ("none", "opportunistic", "required", "verify")
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpTimeouts:
+    """Per-phase client timeouts in seconds (RFC 5321 section 4.5.3.2 where it gives one)."""
+
+    connect: float = 30.0  # Postfix smtp_connect_timeout
+    greeting: float = 300.0
+    ehlo: float = 300.0
+    starttls: float = 300.0
+    mail: float = 300.0
+    rcpt: float = 300.0
+    data: float = 120.0  # DATA initiation
+    data_block: float = 180.0  # while the peer does not read what we write
+    data_end: float = 600.0  # reply to the final "."
+    rset: float = 20.0  # Postfix smtp_rset_timeout
+    noop: float = 20.0
+    quit: float = 20.0
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpLimits:
+    """Bounds that protect a worker from a hostile or broken peer."""
+
+    max_reply_line: int = 4096  # RFC 5321 says 512; real servers exceed it, we stay bounded
+    max_reply_lines: int = 200
+    max_reply_bytes: int = 65536
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpConfig:
+    helo: str = "localhost"
+    port: int = 25
+    tls_policy: TlsPolicy = "opportunistic"
+    ca_file: str | None = None  # None: the system trust store
+    timeouts: SmtpTimeouts = field(default_factory=SmtpTimeouts)
+    limits: SmtpLimits = field(default_factory=SmtpLimits)
+    max_rcpt_per_txn: int = 50  # Postfix default_destination_recipient_limit
+    max_msgs_per_conn: int = 1000  # KumoMTA max_deliveries_per_connection is 1024
+    max_conns_per_mx: int = 10  # per worker process; the policy issue shares limits via Redis
+    idle_timeout: float = 5.0  # close a connection idle this long (KumoMTA idle_timeout is 60 s)
+    pipeline_depth: int = 2  # transactions written ahead on one connection
+    allow_private_mx: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DnsConfig:
+    nameserver: tuple[str, int] | None = None  # --dns HOST:PORT; None: /etc/resolv.conf
+    timeout: float = 5.0  # whole lookup, all tries
+    max_mx_hosts: int = 5  # Postfix smtp_mx_address_limit
+    negative_ttl: float = 300.0  # cap for caching NXDOMAIN/null MX answers
+    temporary_ttl: float = 30.0  # how long a SERVFAIL/timeout answer is remembered
+
+
+@dataclass(frozen=True, slots=True)
+class RetryConfig:
+    """Jittered exponential backoff, in the spirit of Postfix (300 s minimum) and KumoMTA."""
+
+    base: float = 300.0
+    factor: float = 2.0
+    cap: float = 4 * 3600.0
+    jitter: float = 0.2  # +-20%
+    default_max_age: float = 5 * 86400.0  # Postfix maximal_queue_lifetime
+
+
+@dataclass(frozen=True, slots=True)
+class QueueConfig:
+    namespace: str = "bm"
+    chunk_size: int = 100  # recipients per stored chunk (one claim unit)
+    submit_block: int = 10000  # recipients sorted by domain together at submit time
+    lease: float = 15.0  # seconds a claim is held without a heartbeat
+    heartbeat: float = 5.0
+    reap_interval: float = 2.0
+    claim_chunks: int = 16  # chunks per claim call
+    window: int = 4000  # recipients a worker holds at most
+    max_claims: int = 5  # a chunk claimed this many times without finishing is quarantined
+    events: bool = True  # one event per delivery attempt in a per-job stream
+    events_maxlen: int = 2_000_000  # per job, approximate trim
+    report_interval: float = 0.01  # seconds between outcome flushes
+    report_batch: int = 2000  # outcomes per flush at most
+
+
+@dataclass(frozen=True, slots=True)
+class RedisConfig:
+    url: str | None = None  # None: the embedded redis-server under home
+    home: str = ".bulkmail"
+    appendfsync: Literal["always", "everysec"] = "always"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    workers: int = 0  # 0: CPU count
+    drain_timeout: float = 5.0  # SIGTERM: seconds for in-flight transactions to finish
+    restart_backoff: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    redis: RedisConfig = field(default_factory=RedisConfig)
+    queue: QueueConfig = field(default_factory=QueueConfig)
+    smtp: SmtpConfig = field(default_factory=SmtpConfig)
+    dns: DnsConfig = field(default_factory=DnsConfig)
+    retry: RetryConfig = field(default_factory=RetryConfig)
+    worker: WorkerConfig = field(default_factory=WorkerConfig)
+
+    def to_mapping(self) -> dict[str, Any]:
+        return _to_mapping(self)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> EngineConfig:
+        return _from_mapping(cls, data)  # type: ignore[no-any-return]
+
+
+def _to_mapping(obj: Any) -> Any:
+    if hasattr(obj, "__dataclass_fields__"):
+        return {f.name: _to_mapping(getattr(obj, f.name)) for f in fields(obj)}
+    if isinstance(obj, tuple):
+        return list(obj)
+    return obj
+
+
+def _from_mapping(cls: Any, data: Mapping[str, Any]) -> Any:
+    kwargs: dict[str, Any] = {}
+    hints = {f.name: f for f in fields(cls)}
+    for key, value in data.items():
+        if key not in hints:
+            raise ValueError(f"unknown configuration key {cls.__name__}.{key}")
+        default = getattr(cls(), key)
+        if hasattr(default, "__dataclass_fields__") and isinstance(value, Mapping):
+            kwargs[key] = _from_mapping(type(default), value)
+        elif isinstance(value, list):
+            kwargs[key] = tuple(value)
+        else:
+            kwargs[key] = value
+    return cls(**kwargs)
+
+
+def redis_from_env(url: str | None = None, env: Mapping[str, str] | None = None) -> RedisConfig:
+    """--redis beats BULKMAIL_REDIS_URL; BULKMAIL_HOME places the embedded instance."""
+    env = os.environ if env is None else env
+    return RedisConfig(
+        url=url or env.get("BULKMAIL_REDIS_URL") or None,
+        home=env.get("BULKMAIL_HOME", ".bulkmail"),
+    )
+
+
+def with_overrides(config: EngineConfig, **sections: Any) -> EngineConfig:
+    """Replace whole sections, e.g. ``with_overrides(cfg, smtp=replace(cfg.smtp, port=2525))``."""
+    return replace(config, **sections)

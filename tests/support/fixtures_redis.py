@@ -1,0 +1,1 @@
+"""pytest fixtures (registered by tests/conftest.py)."""
