@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -35,7 +36,5 @@ async def async_wait_until(
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(tick.wait(), interval)
-        except TimeoutError:
-            pass

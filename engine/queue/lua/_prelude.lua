@@ -1,0 +1,73 @@
+-- Shared by every script (scripts.py prepends it). Recipient state bytes and
+-- the job counter each one is counted under; see docs/ARCHITECTURE.md.
+local COUNTER = {
+  q = 'queued', Q = 'queued',        -- Q: queued again after a lost lease (maybe attempted)
+  f = 'in_flight', F = 'in_flight',  -- F: in flight, maybe attempted before (possible duplicate)
+  d = 'deferred',
+  D = 'delivered', b = 'bounced', x = 'expired', c = 'cancelled', s = 'suppressed',
+}
+
+local function bump(delta, state, by)
+  local name = COUNTER[state]
+  delta[name] = (delta[name] or 0) + by
+end
+
+local function apply_counts(job_key, delta)
+  for name, by in pairs(delta) do
+    if by ~= 0 then redis.call('HINCRBY', job_key, name, by) end
+  end
+end
+
+-- Chunk indices are packed as 4-byte big-endian unsigned integers.
+local function each_index(packed, fn)
+  if not packed then return end
+  for pos = 1, #packed, 4 do
+    fn((struct.unpack('>I4', packed, pos)))
+  end
+end
+
+local function split_chunk_key(ckey)
+  local sep = string.find(ckey, ':', 1, true)
+  return string.sub(ckey, 1, sep - 1), string.sub(ckey, sep + 1)
+end
+
+local function lane_key(ns, priority)
+  if priority == 'transactional' then return ns .. ':lane:tx' end
+  return ns .. ':lane:bulk'
+end
+
+local function ensure_in_lane(ns, job_id)
+  local jkey = ns .. ':job:' .. job_id
+  local lane = lane_key(ns, redis.call('HGET', jkey, 'priority'))
+  if not redis.call('LPOS', lane, job_id) then redis.call('RPUSH', lane, job_id) end
+end
+
+local function wake(ns, count)
+  for _ = 1, count do redis.call('LPUSH', ns .. ':wake', '1') end
+  redis.call('LTRIM', ns .. ':wake', 0, 63)
+end
+
+-- Put a leased chunk back at the head of its job's ready list; in-flight
+-- recipients become queued (f -> fresh_state, F -> Q).
+local function requeue_chunk(ns, job_id, c, fresh_state)
+  local jkey = ns .. ':job:' .. job_id
+  local st = jkey .. ':st'
+  local delta = {}
+  local n = 0
+  each_index(redis.call('HGET', jkey .. ':ck', c .. '#'), function(idx)
+    local cur = redis.call('GETRANGE', st, idx, idx)
+    if cur == 'f' or cur == 'F' then
+      local new = (cur == 'F') and 'Q' or fresh_state
+      redis.call('SETRANGE', st, idx, new)
+      bump(delta, cur, -1)
+      bump(delta, new, 1)
+      n = n + 1
+    end
+  end)
+  apply_counts(jkey, delta)
+  if redis.call('HEXISTS', jkey .. ':ck', c) == 1 then
+    redis.call('LPUSH', jkey .. ':ready', c)
+    ensure_in_lane(ns, job_id)
+  end
+  return n
+end

@@ -1,0 +1,346 @@
+"""QueueStore: the only code that reads or writes queue state in Redis.
+
+Every state change of a recipient goes through one Lua script (lua/*.lua), so
+it is atomic; this module packs arguments, unpacks results and converts
+redis-py errors into engine.errors at this one edge.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from redis import exceptions as rexc
+from redis.asyncio import Redis
+
+from engine.clock import Clock
+from engine.codec import (
+    StoredRecipient,
+    decode_meta,
+    decode_records,
+    encode_chunk,
+    encode_meta,
+    encode_report,
+)
+from engine.config import QueueConfig
+from engine.errors import QueueError, QueueUnavailable
+from engine.outcome import STATUSES, Outcome
+from engine.queue.keys import Keys
+from engine.queue.scripts import Scripts
+
+if TYPE_CHECKING:
+    from engine.job import JobSpec, Recipient
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitResult:
+    job_id: str
+    created: bool  # False: a job with this id existed, nothing was changed
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedChunk:
+    job_id: str
+    chunk: str
+    records: list[StoredRecipient]  # only the recipients to attempt
+    duplicates: frozenset[int]  # indices that may have been attempted before (lost lease)
+
+    @property
+    def key(self) -> str:
+        return f"{self.job_id}:{self.chunk}"
+
+
+@dataclass(slots=True)
+class ChunkReport:
+    job_id: str
+    chunk: str
+    outcomes: list[Outcome]
+    done: bool = False
+    retry: list[StoredRecipient] = field(default_factory=list)  # deferred recipients, attempts counted
+    retry_at: float = 0.0  # epoch seconds
+
+
+@dataclass(frozen=True, slots=True)
+class JobMeta:
+    job_id: str
+    state: str
+    priority: str
+    created: float  # epoch seconds
+    max_age: float | None
+    template: dict[str, Any]
+
+
+def _ms(seconds: float) -> int:
+    return int(seconds * 1000)
+
+
+def new_job_id(now: float) -> str:
+    """Sortable by submission time, unique without coordination."""
+    return f"{_ms(now):011x}{secrets.token_hex(4)}"
+
+
+def _wrap(exc: Exception) -> QueueError:
+    if isinstance(exc, rexc.ConnectionError | rexc.TimeoutError | OSError):
+        return QueueUnavailable(f"Redis unreachable: {exc}")
+    return QueueError(f"Redis error: {exc}")
+
+
+class QueueStore:
+    def __init__(self, redis: Redis, config: QueueConfig, clock: Clock) -> None:
+        self.redis = redis
+        self.config = config
+        self.clock = clock
+        self.keys = Keys(config.namespace)
+        self.scripts = Scripts(redis)
+
+    async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return await self.scripts.call(name, keys, args)
+        except rexc.RedisError as exc:
+            raise _wrap(exc) from exc
+        except OSError as exc:
+            raise _wrap(exc) from exc
+
+    # ---- submission -------------------------------------------------------
+
+    async def submit(
+        self,
+        spec: JobSpec,
+        recipients: Iterable[Recipient] | AsyncIterable[Recipient],
+        *,
+        wake: int = 16,
+    ) -> SubmitResult:
+        """Store a validated job; it is accepted (and durable) when this returns."""
+        now = self.clock.wall()
+        job_id = spec.id or new_job_id(now)
+        token = secrets.token_hex(8)
+        k = self.keys
+        meta = [
+            "priority", spec.priority,
+            "max_age", "" if spec.max_age is None else repr(float(spec.max_age)),
+            "from", spec.sender,
+            "tpl", encode_meta(spec.to_record()),
+        ]  # fmt: skip
+        begun = await self._run(
+            "submit_begin",
+            [k.job(job_id), k.states(job_id), k.chunks(job_id), k.ready(job_id), k.events(job_id)],
+            [token, _ms(now), *meta],
+        )
+        if not begun:
+            total = int(await self.redis.hget(k.job(job_id), "total") or 0)
+            return SubmitResult(job_id, False, total)
+        total = 0
+        block: list[Recipient] = []
+        try:
+            async for rcpt in _aiter(recipients):
+                block.append(rcpt)
+                if len(block) >= self.config.submit_block:
+                    total = await self._store_block(job_id, token, block, total)
+                    block = []
+            if block:
+                total = await self._store_block(job_id, token, block, total)
+            await self._run(
+                "submit_commit",
+                [k.job(job_id), k.ready(job_id), k.jobs],
+                [k.ns, token, job_id, wake],
+            )
+        except BaseException:
+            await self._abandon(job_id, token)
+            raise
+        return SubmitResult(job_id, True, total)
+
+    async def _store_block(self, job_id: str, token: str, block: list[Recipient], first: int) -> int:
+        """Sort a bounded block by domain so chunks hold few domains, then store it."""
+        block.sort(key=lambda r: r.domain)
+        args: list[Any] = [token]
+        size = self.config.chunk_size
+        index = first
+        for start in range(0, len(block), size):
+            part = block[start : start + size]
+            records = [StoredRecipient(index + i, r.to, r.vars, 0) for i, r in enumerate(part)]
+            blob, packed = encode_chunk(records)
+            args += [blob, packed, index, len(part)]
+            index += len(part)
+        k = self.keys
+        return int(await self._run("submit_chunks", [k.job(job_id), k.states(job_id), k.chunks(job_id)], args))
+
+    async def _abandon(self, job_id: str, token: str) -> None:
+        """Best effort: a job that was never committed is removed (it was never accepted)."""
+        try:
+            if await self.redis.hget(self.keys.job(job_id), "loader") == token.encode():
+                await self.redis.delete(*self.keys.job_keys(job_id))
+        except (rexc.RedisError, OSError):
+            pass
+
+    # ---- work -------------------------------------------------------------
+
+    async def claim(self, token: str, max_chunks: int | None = None) -> list[ClaimedChunk]:
+        k = self.keys
+        flat = await self._run(
+            "claim",
+            [k.lane("transactional"), k.lane("bulk"), k.lease, k.owner, k.claims, k.quarantine],
+            [
+                k.ns,
+                token,
+                _ms(self.clock.wall()),
+                _ms(self.config.lease),
+                max_chunks or self.config.claim_chunks,
+                self.config.max_claims,
+            ],
+        )
+        chunks = []
+        for i in range(0, len(flat), 4):
+            job_id, chunk, blob, flags = flat[i].decode(), flat[i + 1].decode(), flat[i + 2], flat[i + 3]
+            records = decode_records(blob)
+            keep = [r for r, f in zip(records, flags.decode(), strict=False) if f != "0"]
+            dups = frozenset(r.index for r, f in zip(records, flags.decode(), strict=False) if f == "2")
+            chunks.append(ClaimedChunk(job_id, chunk, keep, dups))
+        return chunks
+
+    async def report(self, token: str, reports: Sequence[ChunkReport]) -> tuple[int, list[str]]:
+        """Returns (outcomes applied, chunk keys whose lease this worker lost)."""
+        payload = []
+        for r in reports:
+            outcomes = [
+                [o.index, o.state_byte, o.rcpt, o.status, o.code, o.enhanced, o.reply, o.mx, o.attempt,
+                 1 if o.possible_duplicate else 0]
+                for o in r.outcomes
+            ]  # fmt: skip
+            retry: list[Any] = []
+            if r.retry:
+                blob, packed = encode_chunk(r.retry)
+                retry = [blob, packed, _ms(r.retry_at)]
+            payload.append([r.job_id, r.chunk, 1 if r.done else 0, outcomes, retry])
+        k = self.keys
+        result = await self._run(
+            "report",
+            [k.owner, k.lease, k.claims, k.retry],
+            [
+                k.ns,
+                token,
+                _ms(self.clock.wall()),
+                "1" if self.config.events else "0",
+                self.config.events_maxlen,
+                encode_report(payload),
+            ],
+        )
+        return int(result[0]), [key.decode() for key in result[1:]]
+
+    async def heartbeat(self, token: str, chunk_keys: Sequence[str]) -> list[str]:
+        k = self.keys
+        lost = await self._run(
+            "heartbeat",
+            [k.owner, k.lease, k.workers],
+            [token, _ms(self.clock.wall()), _ms(self.config.lease), *chunk_keys],
+        )
+        return [key.decode() for key in lost]
+
+    async def release(self, token: str, chunk_keys: Sequence[str]) -> int:
+        if not chunk_keys:
+            return 0
+        k = self.keys
+        return int(await self._run("release", [k.lease, k.owner, k.claims], [k.ns, token, *chunk_keys]))
+
+    async def reap(self, limit: int = 200) -> int:
+        k = self.keys
+        return int(await self._run("reap", [k.lease, k.owner], [k.ns, _ms(self.clock.wall()), limit]))
+
+    async def promote(self, limit: int = 1000) -> tuple[int, float | None]:
+        """Returns (retry chunks made ready, epoch seconds of the next one due or None)."""
+        k = self.keys
+        count, first = await self._run("promote", [k.retry], [k.ns, _ms(self.clock.wall()), limit])
+        first = float(first)
+        return int(count), (first / 1000.0 if first >= 0 else None)
+
+    async def wait_for_work(self, blocking: Redis, timeout: float) -> bool:
+        """Block on the wake list (on a connection of its own) instead of polling."""
+        try:
+            return await blocking.blpop([self.keys.wake], timeout=max(timeout, 0.01)) is not None
+        except rexc.RedisError as exc:
+            raise _wrap(exc) from exc
+
+    # ---- reading ----------------------------------------------------------
+
+    async def job_meta(self, job_id: str) -> JobMeta | None:
+        try:
+            state, priority, created, max_age, tpl = await self.redis.hmget(
+                self.keys.job(job_id), ["state", "priority", "created", "max_age", "tpl"]
+            )
+        except rexc.RedisError as exc:
+            raise _wrap(exc) from exc
+        if state is None or tpl is None:
+            return None
+        return JobMeta(
+            job_id=job_id,
+            state=state.decode(),
+            priority=priority.decode() if priority else "bulk",
+            created=int(created) / 1000.0,
+            max_age=float(max_age) if max_age else None,
+            template=decode_meta(tpl),
+        )
+
+    async def status(self, job_id: str) -> dict[str, Any] | None:
+        try:
+            raw = await self.redis.hgetall(self.keys.job(job_id))
+        except rexc.RedisError as exc:
+            raise _wrap(exc) from exc
+        if not raw or b"state" not in raw:
+            return None
+        h = {key.decode(): value for key, value in raw.items() if key != b"tpl"}
+        counts = {name: int(h.get(name, b"0")) for name in STATUSES}
+        state = h["state"].decode()
+        total = int(h.get("total", b"0"))
+        pending = counts["queued"] + counts["in_flight"] + counts["deferred"]
+        return {
+            "job": job_id,
+            "state": state,
+            "priority": h.get("priority", b"bulk").decode(),
+            "created": int(h["created"]) / 1000.0,
+            "total": total,
+            **counts,
+            "done": state != "loading" and total > 0 and pending == 0,
+        }
+
+    async def events(self, job_id: str, after: str = "-", count: int = 1000) -> list[dict[str, Any]]:
+        """Events after stream id ``after`` (exclusive unless '-')."""
+        start = after if after == "-" else f"({after}"
+        try:
+            rows = await self.redis.xrange(self.keys.events(job_id), min=start, count=count)
+        except rexc.RedisError as exc:
+            raise _wrap(exc) from exc
+        return [event_dict(job_id, entry_id, fields) for entry_id, fields in rows]
+
+    async def job_ids(self) -> list[str]:
+        return [j.decode() for j in await self.redis.zrange(self.keys.jobs, 0, -1)]
+
+    async def state_bytes(self, job_id: str) -> bytes:
+        return bytes(await self.redis.get(self.keys.states(job_id)) or b"")
+
+
+def event_dict(job_id: str, entry_id: bytes, fields: dict[bytes, bytes]) -> dict[str, Any]:
+    f = {key.decode(): value.decode("utf-8", "replace") for key, value in fields.items()}
+    return {
+        "id": entry_id.decode(),
+        "job": job_id,
+        "rcpt": f.get("r", ""),
+        "status": f.get("s", ""),
+        "code": int(f["c"]) if f.get("c", "0").isdigit() and f.get("c") != "0" else None,
+        "enhanced": f.get("e") or None,
+        "reply": f.get("t", ""),
+        "mx": f.get("m") or None,
+        "attempt": int(f.get("a", "0") or 0),
+        "ts": int(f.get("ts", "0")) / 1000.0,
+        "possible_duplicate": f.get("d") == "1",
+    }
+
+
+async def _aiter(items: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterable[Any]:
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item
