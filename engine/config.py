@@ -65,6 +65,7 @@ class DnsConfig:
     max_mx_hosts: int = 5  # Postfix smtp_mx_address_limit
     negative_ttl: float = 300.0  # cap for caching NXDOMAIN/null MX answers
     temporary_ttl: float = 30.0  # how long a SERVFAIL/timeout answer is remembered
+    cache_size: int = 100_000  # cached domains (and MX hosts) per resolver; expired ones go first
 
 
 @dataclass(frozen=True, slots=True)
