@@ -41,7 +41,8 @@ _NAME = re.compile(r"[!-9;-~]+")  # RFC 5322 ftext: printable ASCII except ":"
 _PRINTABLE = re.compile(r"[\t\x20-\x7e]*")
 _CR_LF_NUL = re.compile(r"[\r\n\x00]")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-_WORD_BYTES = 45  # 45 octets -> 60 base64 characters -> a 72-character encoded-word
+_ENCODED_LINE = 76  # RFC 2047 section 2: a line holding encoded-words
+_WORD_BYTES = 45  # 45 octets -> 60 base64 characters -> a 72-character word on a 73-character line
 _MAILBOX = re.compile(r"(\s*)(.*?)(\s*<[^<>]*>\s*)", re.S)
 
 
@@ -58,27 +59,37 @@ def check_value(value: str, field: str) -> None:
 
 def encode_field(name: str, value: str) -> bytes:
     """The whole ``Name: value CRLF`` line(s), every line at most 998 octets."""
-    if len(name) + 2 + len(value) <= MAX_LINE and _PRINTABLE.fullmatch(value):
+    if len(name) + 2 + len(value) <= MAX_LINE and _PRINTABLE.fullmatch(value) and "=?" not in value:
         return f"{name}: {value}\r\n".encode("ascii")
     if name.lower() in ADDRESS_FIELDS:
         return _encode_addresses(name, value)
-    if _PRINTABLE.fullmatch(value):
+    if _PRINTABLE.fullmatch(value) and "=?" not in value:  # "=?" would read as an encoded-word
         folded = _fold(f"{name}: {value}", " ")
         if folded is not None:
             return folded
-    return f"{name}: {encoded_words(value)}\r\n".encode("ascii")
+    return f"{name}: {encoded_words(value, len(name) + 2)}\r\n".encode("ascii")
 
 
-def encoded_words(text: str) -> str:
-    """RFC 2047 B-encoded words joined by CRLF SP, never splitting a UTF-8 sequence."""
+def encoded_words(text: str, used: int = 0) -> str:
+    """RFC 2047 B-encoded words joined by CRLF SP, never splitting a UTF-8 sequence.
+
+    Each line holding encoded-words stays within 76 characters (RFC 2047 section 2);
+    ``used`` is what precedes the first word on its line (``"Subject: "``).
+    """
     words: list[str] = []
     chunk: list[str] = []
     size = 0
+    budget = _word_budget(used)
     for char in text:
-        width = len(char.encode("utf-8", "surrogatepass"))
-        if size + width > _WORD_BYTES:
-            words.append(_word("".join(chunk)))
-            chunk, size = [], 0
+        width = len(char.encode("utf-8", "replace"))
+        if chunk and size + width > budget:
+            # Split after a space when there is one: some decoders (Python's own, in display
+            # names) wrongly add a space between adjacent encoded-words.
+            cut = len(chunk) - chunk[::-1].index(" ") if " " in chunk[1:] else len(chunk)
+            words.append(_word("".join(chunk[:cut])))
+            chunk = chunk[cut:]
+            size = len("".join(chunk).encode("utf-8", "replace"))
+            budget = _WORD_BYTES
         chunk.append(char)
         size += width
     if chunk or not words:
@@ -86,8 +97,13 @@ def encoded_words(text: str) -> str:
     return "\r\n ".join(words)
 
 
+def _word_budget(used: int) -> int:
+    """Octets of text whose encoded-word fits after ``used`` characters on a 76-character line."""
+    return max(3 * ((_ENCODED_LINE - used - len("=?utf-8?b??=")) // 4), 3)
+
+
 def _word(text: str) -> str:
-    data = base64.b64encode(text.encode("utf-8", "surrogatepass")).decode("ascii")
+    data = base64.b64encode(text.encode("utf-8", "replace")).decode("ascii")
     return f"=?utf-8?b?{data}?="
 
 
@@ -136,7 +152,7 @@ def _encode_mailbox(mailbox: str) -> str:
         return mailbox
     if len(phrase) >= 2 and phrase[0] == phrase[-1] == '"':
         phrase = re.sub(r"\\(.)", r"\1", phrase[1:-1])
-    return f"{lead}{encoded_words(phrase)}{addr}"
+    return f"{lead}{encoded_words(phrase, 1)}{addr}"
 
 
 def _split_mailboxes(value: str) -> list[str]:
