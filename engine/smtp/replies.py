@@ -2,11 +2,32 @@
 
 The incremental reply parser lives here too (``ReplyParser``), with its limits
 passed in, never read from module globals.
+
+Parsing rules, and why:
+
+* A line is ``code [SP|"-"] text`` ending in CRLF. A bare LF also ends a line
+  (some servers send one; it cannot smuggle anything into *our* output).
+* Every line of a multi-line reply must carry the same code, and the code's
+  first digit must be 2-5; anything else is a ``RemoteProtocolError``: a peer
+  that does not speak SMTP must not have its bytes paired with our commands.
+* An enhanced code (RFC 2034) is taken from the text only when it is clearly
+  one: ``class.subject.detail`` whose class equals the reply's first digit,
+  followed by a space or the end of the line. It is parsed whether or not the
+  server announced ENHANCEDSTATUSCODES, because many servers send them anyway.
+* Memory is bounded by ``SmtpLimits``: a line, the lines of one reply and the
+  bytes of one reply each have a maximum.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+from engine.config import SmtpLimits
+from engine.errors import LocalProtocolError, RemoteProtocolError
+
+_ENHANCED = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?: +|$)", re.ASCII)
+_CACHE_SIZE = 64  # distinct single-line replies remembered per parser
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,3 +85,112 @@ class Reply:
     def __str__(self) -> str:
         enh = f" {self.enhanced}" if self.enhanced else ""
         return f"{self.code}{enh} {self.text}".rstrip()
+
+
+class LocalRefusal(LocalProtocolError):
+    """Input that must not reach the wire, with the reply that reports it.
+
+    Raised by ``commands`` and ``data``; the client turns it into a per-recipient
+    or per-transaction result, so a bad address is a value, not a crash.
+    """
+
+    def __init__(self, code: int, enhanced: str, text: str, command: str) -> None:
+        self.reply = Reply(code, (text,), EnhancedCode.parse(enhanced), command, local=True)
+        super().__init__(str(self.reply))
+
+
+def split_enhanced(code: int, text: str) -> tuple[EnhancedCode | None, str]:
+    """Separate an RFC 2034 code from the text, only when it is clearly one."""
+    m = _ENHANCED.match(text)
+    if m is None or int(m.group(1)) != code // 100:
+        return None, text
+    return EnhancedCode(code // 100, int(m.group(2)), int(m.group(3))), text[m.end() :]
+
+
+class ReplyParser:
+    """Bytes in (``feed``), complete replies out (``next_reply``), memory bounded.
+
+    ``next_reply(command)`` returns ``None`` until a whole reply is buffered; the
+    caller names the command the reply answers, so the value is built once.
+    Single-line replies are remembered per (line, command): the common
+    ``250 2.0.0 Ok`` costs a dict lookup.
+    """
+
+    __slots__ = ("_buf", "_code", "_texts", "_size", "_limits", "_cache")
+
+    def __init__(self, limits: SmtpLimits) -> None:
+        self._limits = limits
+        self._buf = bytearray()
+        self._code = 0
+        self._texts: list[bytes] = []  # lines of the reply being read
+        self._size = 0
+        self._cache: dict[tuple[bytes, str], Reply] = {}
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet returned as a reply."""
+        return len(self._buf) + self._size
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+
+    def next_reply(self, command: str = "") -> Reply | None:
+        buf = self._buf
+        max_line = self._limits.max_reply_line
+        while True:
+            end = buf.find(b"\n", 0, max_line + 2)
+            if end < 0:
+                if len(buf) > max_line + 1:
+                    raise RemoteProtocolError(f"reply line longer than {max_line} octets")
+                return None
+            line = bytes(buf[: end - 1 if end and buf[end - 1] == 13 else end])
+            del buf[: end + 1]
+            reply = self._line(line, command)
+            if reply is not None:
+                return reply
+
+    def _line(self, line: bytes, command: str) -> Reply | None:
+        """Take one line; return the reply when it was the last one."""
+        if len(line) < 3 or not line[:3].isdigit() or not 50 <= line[0] <= 53:
+            raise RemoteProtocolError(f"not an SMTP reply line: {line[:80]!r}")
+        sep = line[3:4]
+        if sep not in (b" ", b"-", b""):
+            raise RemoteProtocolError(f"bad separator after reply code: {line[:80]!r}")
+        code = int(line[:3])
+        if self._texts and code != self._code:
+            raise RemoteProtocolError(
+                f"reply code changed inside a multi-line reply: {line[:80]!r}"
+            )
+        if sep != b"-" and not self._texts:
+            key = (line, command)
+            cached = self._cache.get(key)
+            if cached is None:
+                cached = self._build(code, [line[4:]], command)
+                if len(self._cache) >= _CACHE_SIZE:
+                    self._cache.clear()
+                self._cache[key] = cached
+            return cached
+        self._code = code
+        self._texts.append(line[4:])
+        self._size += len(line) + 2
+        if (
+            self._size > self._limits.max_reply_bytes
+            or len(self._texts) > self._limits.max_reply_lines
+        ):
+            raise RemoteProtocolError("reply exceeds the configured size or line count")
+        if sep == b"-":
+            return None
+        texts, self._texts, self._size = self._texts, [], 0
+        return self._build(code, texts, command)
+
+    @staticmethod
+    def _build(code: int, texts: list[bytes], command: str) -> Reply:
+        decoded = [t.decode("utf-8", "replace") for t in texts]
+        enhanced, first = split_enhanced(code, decoded[0])
+        if enhanced is not None:
+            prefix = str(enhanced)
+            decoded[0] = first
+            for i in range(1, len(decoded)):
+                if decoded[i].startswith(prefix):
+                    decoded[i] = split_enhanced(code, decoded[i])[1]
+        return Reply(code, tuple(decoded), enhanced, command)

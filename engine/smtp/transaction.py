@@ -71,3 +71,88 @@ class SessionLost(TransportError):
         self.unsure = unsure
         self.reply = reply
         super().__init__(f"session lost ({'after end of data' if unsure else 'before end of data'}): {reply or reason}")
+
+
+class PendingTransaction:
+    """A transaction between submit and its result: the replies so far (used by the client).
+
+    ``rcpts`` holds each recipient's RCPT line, or the local reply that refused
+    it before anything was written. ``result`` applies the per-recipient rule:
+    a local refusal stands; else a refused MAIL decides; else a non-2xx RCPT;
+    else a DATA that was not 354; else the end of data's reply, and only a 2xx
+    there delivers. ``fallback`` (a 421) answers for replies that never came.
+    """
+
+    __slots__ = (
+        *("txn", "chunks", "mail", "rcpts", "replies", "accepted", "next", "empty", "done"),
+        *("mail_reply", "data_reply", "final_reply"),
+    )
+
+    def __init__(
+        self, txn: Transaction, chunks: list[bytes], mail: bytes, rcpts: list[bytes | Reply]
+    ) -> None:
+        self.txn = txn
+        self.chunks = chunks  # the encoded message and its end of data
+        self.mail = mail
+        self.rcpts = rcpts
+        self.replies: list[Reply | None] = [r if isinstance(r, Reply) else None for r in rcpts]
+        self.accepted = 0
+        self.next = 0  # lock-step: the next recipient to write
+        self.empty = False  # only "." followed the 354 (no recipient accepted)
+        self.done = False
+        self.mail_reply: Reply | None = None
+        self.data_reply: Reply | None = None
+        self.final_reply: Reply | None = None
+
+    def record(self, verb: str, index: int, reply: Reply) -> None:
+        """Keep ``reply`` as the answer to this transaction's ``verb`` (RCPT: recipient ``index``)."""
+        if verb == "RCPT":
+            self.replies[index] = reply
+            self.accepted += reply.code // 100 == 2
+        elif verb == "MAIL":
+            self.mail_reply = reply
+        elif verb == "DATA":
+            self.data_reply = reply
+        else:
+            self.final_reply = reply
+
+    def next_rcpt(self) -> tuple[int, bytes] | None:
+        """Lock-step: the next recipient to write, skipping those refused locally."""
+        while self.next < len(self.rcpts):
+            i = self.next
+            self.next += 1
+            rcpt = self.rcpts[i]
+            if isinstance(rcpt, bytes):
+                return i, rcpt
+        return None
+
+    def result(self, fallback: Reply | None = None) -> TransactionResult:
+        self.done = True
+        mail, data, final = self.mail_reply, self.data_reply, self.final_reply
+        mail_failed = mail is not None and mail.code // 100 != 2
+        results = []
+        for address, reply in zip(self.txn.envelope.recipients, self.replies, strict=True):
+            delivered = False
+            if reply is not None and reply.local:
+                pass
+            elif mail_failed:
+                reply = mail
+            elif reply is None or reply.code // 100 != 2:
+                reply = reply or fallback
+            elif data is None or data.code != 354:
+                reply = data or fallback
+            else:
+                reply = final or fallback
+                delivered = final is not None and final.code // 100 == 2
+            if reply is None:
+                raise AssertionError(f"recipient {address!r} left without a reply")
+            results.append(RecipientResult(address, reply, delivered))
+        return TransactionResult(self.txn, tuple(results), mail, data, final)
+
+
+def refused_result(txn: Transaction, reply: Reply) -> TransactionResult:
+    """Every recipient refused by one local reply (bad sender, message, SIZE, DSN parameter)."""
+    recipients = tuple(RecipientResult(r, reply, False) for r in txn.envelope.recipients)
+    mail = reply if reply.command == "MAIL" else None
+    final = reply if reply.command == "DATA" else None
+    return TransactionResult(txn, recipients, mail, None, final)
