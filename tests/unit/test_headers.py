@@ -49,13 +49,13 @@ def test_utf8_sequences_are_never_split() -> None:
         base64.b64decode(payload).decode("utf-8")  # raises if a sequence was cut
 
 
-@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"), max_size=400))
+@given(st.text(alphabet=st.characters(codec="utf-8", blacklist_characters="\r\n"), max_size=400))
 def test_any_unstructured_value_round_trips(value: str) -> None:
     message = parsed(encode_field("Subject", value))
     assert message["Subject"].lstrip(" \t") == value.lstrip(" \t")  # blanks after the colon are dropped
 
 
-@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"), max_size=300))
+@given(st.text(alphabet=st.characters(codec="utf-8", blacklist_characters="\r\n"), max_size=300))
 def test_injection_impossible_in_unstructured(value: str) -> None:
     line = encode_field("Subject", value + "\r\nBcc: v@x.org")
     assert b"\r\nBcc:" not in line
