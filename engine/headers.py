@@ -126,9 +126,10 @@ def _fold(line: str, separator: str) -> bytes | None:
         else:
             current += piece
     lines.append(current)
-    if any(len(x.encode()) > MAX_LINE for x in lines):
+    encoded = [line.encode("utf-8", "replace") for line in lines]
+    if any(len(line) > MAX_LINE for line in encoded):
         return None
-    return ("\r\n".join(lines) + "\r\n").encode()
+    return b"\r\n".join(encoded) + b"\r\n"
 
 
 def _encode_addresses(name: str, value: str) -> bytes:

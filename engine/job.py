@@ -214,6 +214,8 @@ def parse_recipient(item: Any, index: int, spec: JobSpec) -> Recipient:
     for key, value in values.items():
         if type(value) is not str or type(key) is not str:
             values[key] = _var_value(value, index, key)  # same keys: safe while iterating
+        elif not value.isascii():
+            _utf8(value, f"recipients[{index}].vars.{key}")
     for name in spec.header_vars:
         value = values.get(name)
         if value and _CR_LF_NUL.search(value):

@@ -236,6 +236,7 @@ def test_job_refusals_name_the_field(fields: dict[str, Any], field: str | None, 
         ({"to": "a@x.org", "vars": {"name": "x\n"}}, "recipients[1].vars.name", "used in a header"),
         ({"to": "a@x.org", "vars": {"name": "x\x00"}}, "recipients[1].vars.name", "used in a header"),
         ({"to": "a@x.org", "vars": {"tag": "x\r\ny"}}, "recipients[1].vars.tag", "used in a header"),
+        ({"to": "a@x.org", "vars": {"body": "\ud800"}}, "recipients[1].vars.body", "lone surrogate"),
     ],
 )
 def test_recipient_refusals_name_the_field(item: Any, field: str, fragment: str) -> None:
