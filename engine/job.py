@@ -34,7 +34,7 @@ from engine.address import normalise_address, parse_address
 from engine.errors import InputError
 from engine.headers import check_name, check_value
 from engine.rawmessage import check_raw_message
-from engine.template import placeholder_names
+from engine.template import ADDRESS_NAMES, placeholder_names
 
 __all__ = [
     "Priority",
@@ -83,7 +83,7 @@ class JobSpec:
         names: set[str] = set()
         for text in (self.subject or "", *(value for _, value in self.headers)):
             names |= placeholder_names(text)
-        object.__setattr__(self, "header_vars", frozenset(names))
+        object.__setattr__(self, "header_vars", frozenset(names - ADDRESS_NAMES))
 
     def to_record(self) -> dict[str, Any]:
         """A msgpack-able mapping; None fields are left out."""

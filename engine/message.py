@@ -120,17 +120,17 @@ class MessageTemplate:
         lookup = values.get
         out = [self._head, date, self._msgid_head, msgid, self._msgid_tail]
         for item in self._plan:
-            if item is None:
-                out.append(f"To: {to}\r\n".encode())
-            elif type(item) is bytes:
+            if isinstance(item, bytes):
                 out.append(item)
+            elif item is None:
+                out.append(f"To: {to}\r\n".encode())
             else:
-                out.append(item.render(lookup))  # type: ignore[union-attr]
+                out.append(item.render(lookup))
         for part in self._parts:
-            if type(part) is bytes:
+            if isinstance(part, bytes):
                 out.append(part)
             else:
-                cte, body = part.render(lookup)  # type: ignore[union-attr]
+                cte, body = part.render(lookup)
                 out.append(_CTE[cte])
                 out.append(b"\r\n")
                 out.append(body)

@@ -257,6 +257,14 @@ def test_parse_recipient_with_python_values() -> None:
     assert info.value.field == "recipients[7].vars.v"
 
 
+def test_address_placeholders_are_not_header_vars() -> None:
+    """{{email}} and {{to}} always render the address, so vars of those names never reach a header."""
+    spec, _ = parse_job(job(subject="{{email}} {{to}} {{name}}"))
+    assert spec.header_vars == frozenset({"name"})
+    recipient = parse_recipient({"to": "a@x.org", "vars": {"email": "x\ny"}}, 0, spec)
+    assert recipient.vars == {"email": "x\ny"}
+
+
 def test_body_only_vars_may_hold_line_breaks() -> None:
     spec, _ = parse_job(job(text="{{body}}"))
     recipient = parse_recipient({"to": "a@x.org", "vars": {"body": "line1\nline2\r\n", "name": "ok"}}, 0, spec)
