@@ -158,3 +158,14 @@ def test_valid_dot_atoms_accepted(local_atoms: list[str], domain_labels: list[st
     address = parse_address(f"{local}@{domain}")
     assert address == Address(local, domain.lower(), False)
     assert normalise_address(f"{local}@{domain}") == (f"{local}@{domain.lower()}", domain.lower())
+
+
+def test_stdlib_idna_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the idna package (dnspython lists it only as an extra) the stdlib codec is used."""
+    import engine.address
+
+    monkeypatch.setattr(engine.address, "_idna", None)
+    assert parse_address("a@Bücher.example").domain == "xn--bcher-kva.example"
+    assert parse_address("a@xn--bcher-kva.example").domain == "xn--bcher-kva.example"
+    with pytest.raises(InputError):
+        parse_address("a@" + "ü" * 70 + ".example")
