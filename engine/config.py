@@ -124,7 +124,8 @@ class EngineConfig:
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> EngineConfig:
-        return _from_mapping(cls, data)  # type: ignore[no-any-return]
+        result: EngineConfig = _from_mapping(cls, data)
+        return result
 
 
 def _to_mapping(obj: Any) -> Any:
