@@ -67,6 +67,6 @@ def decode_meta(blob: bytes) -> dict[str, object]:
     return value
 
 
-def encode_report(reports: list[list[object]]) -> bytes:
+def encode_report(reports: Sequence[Sequence[object]]) -> bytes:
     # Redis's Lua cmsgpack predates the bin types: bytes travel as raw strings.
     return msgpack.packb(reports, use_bin_type=False)

@@ -202,7 +202,7 @@ class QueueStore:
 
     async def report(self, token: str, reports: Sequence[ChunkReport]) -> tuple[int, list[str]]:
         """Returns (outcomes applied, chunk keys whose lease this worker lost)."""
-        payload = []
+        payload: list[list[Any]] = []
         for r in reports:
             outcomes = [
                 [o.index, o.state_byte, o.rcpt, o.status, o.code, o.enhanced, o.reply, o.mx, o.attempt,
@@ -266,11 +266,12 @@ class QueueStore:
 
     async def job_meta(self, job_id: str) -> JobMeta | None:
         try:
-            state, priority, created, max_age, tpl = await self.redis.hmget(
+            fields: Any = await self.redis.hmget(
                 self.keys.job(job_id), ["state", "priority", "created", "max_age", "tpl"]
             )
         except rexc.RedisError as exc:
             raise _wrap(exc) from exc
+        state, priority, created, max_age, tpl = fields
         if state is None or tpl is None:
             return None
         return JobMeta(
@@ -284,7 +285,7 @@ class QueueStore:
 
     async def status(self, job_id: str) -> dict[str, Any] | None:
         try:
-            raw = await self.redis.hgetall(self.keys.job(job_id))
+            raw: Any = await self.redis.hgetall(self.keys.job(job_id))
         except rexc.RedisError as exc:
             raise _wrap(exc) from exc
         if not raw or b"state" not in raw:
@@ -308,16 +309,18 @@ class QueueStore:
         """Events after stream id ``after`` (exclusive unless '-')."""
         start = after if after == "-" else f"({after}"
         try:
-            rows = await self.redis.xrange(self.keys.events(job_id), min=start, count=count)
+            rows: Any = await self.redis.xrange(self.keys.events(job_id), min=start, count=count)
         except rexc.RedisError as exc:
             raise _wrap(exc) from exc
         return [event_dict(job_id, entry_id, fields) for entry_id, fields in rows]
 
     async def job_ids(self) -> list[str]:
-        return [j.decode() for j in await self.redis.zrange(self.keys.jobs, 0, -1)]
+        ids: Any = await self.redis.zrange(self.keys.jobs, 0, -1)
+        return [j.decode() for j in ids]
 
     async def state_bytes(self, job_id: str) -> bytes:
-        return bytes(await self.redis.get(self.keys.states(job_id)) or b"")
+        raw: Any = await self.redis.get(self.keys.states(job_id))
+        return bytes(raw or b"")
 
 
 def event_dict(job_id: str, entry_id: bytes, fields: dict[bytes, bytes]) -> dict[str, Any]:

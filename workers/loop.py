@@ -1,0 +1,258 @@
+"""WorkerLoop: one worker process's work cycle.
+
+claim chunks (block on the wake list when there is nothing) -> group their
+recipients by domain -> resolve MX -> hand transactions to the site's
+dispatcher -> outcomes go to the reporter. Beside it: a heartbeat that renews
+our leases, and maintenance that takes back expired leases of dead workers
+and promotes retries that are due. ``drain()`` is the SIGTERM path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import logging
+import random
+from collections import defaultdict
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from engine.classify import Verdict, from_error
+from engine.clock import Clock
+from engine.config import EngineConfig
+from engine.errors import DnsError, QueueError
+from engine.net.resolver import MxResolver
+from engine.outcome import EXPIRED
+from engine.queue.store import ClaimedChunk, QueueStore
+from workers.dispatcher import SiteDispatcher
+from workers.jobs import JobCache, JobContext
+from workers.pools import HostPools
+from workers.reporter import Reporter
+from workers.settle import Settler
+from workers.work import Held, Item, Unit
+
+log = logging.getLogger("bulkmail.worker")
+
+
+@dataclass(slots=True)
+class Counters:
+    claimed_chunks: int = 0
+    recipients: int = 0
+
+
+class WorkerLoop:
+    def __init__(
+        self,
+        config: EngineConfig,
+        store: QueueStore,
+        blocking: Redis,
+        resolver: MxResolver,
+        clock: Clock,
+        token: str,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.blocking = blocking
+        self.resolver = resolver
+        self.clock = clock
+        self.token = token
+        self.outstanding = 0
+        self.reporter = Reporter(store, token, config.queue, clock, self._settled)
+        self.settler = Settler(self.reporter, config.retry, clock, rng or random.Random())
+        smtp = config.smtp
+        self.pools = HostPools(smtp.max_conns_per_mx, smtp.idle_timeout, smtp.max_msgs_per_conn)
+        self.jobs = JobCache(store, config.retry, smtp.helo)
+        self.sites: dict[str, SiteDispatcher] = {}
+        self.counters = Counters()
+        self._capacity = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._routing: set[asyncio.Task[None]] = set()
+        self._date_second = -1
+        self._date = b""
+
+    # ---- accounting ---------------------------------------------------------
+
+    def _settled(self, count: int) -> None:
+        self.outstanding -= count
+        if self.outstanding < self.config.queue.window:
+            self._capacity.set()
+
+    def date(self) -> bytes:
+        """The Date header value, formatted once per second."""
+        now = self.clock.wall()
+        if int(now) != self._date_second:
+            self._date_second = int(now)
+            self._date = email.utils.formatdate(now, usegmt=True).encode()
+        return self._date
+
+    # ---- main loops ---------------------------------------------------------
+
+    async def run(self) -> None:
+        background = [
+            asyncio.create_task(self.reporter.run(), name="reporter"),
+            asyncio.create_task(self._heartbeat(), name="heartbeat"),
+            asyncio.create_task(self._maintenance(), name="maintenance"),
+        ]
+        try:
+            await self._claim_loop()
+            await self.drain()
+        finally:
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._capacity.set()
+
+    async def _claim_loop(self) -> None:
+        queue = self.config.queue
+        backoff = 0.05
+        while not self._stopping.is_set():
+            if self.outstanding >= queue.window:
+                self._capacity.clear()
+                await self._capacity.wait()
+                continue
+            room = (queue.window - self.outstanding) // max(queue.chunk_size, 1)
+            try:
+                chunks = await self.store.claim(self.token, max(1, min(room, queue.claim_chunks)))
+                if not chunks:
+                    await self._idle_wait()
+                backoff = 0.05
+            except QueueError as exc:
+                log.warning("claim failed: %s (retrying in %.1fs)", exc, backoff)
+                await self._pause(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            for chunk in chunks:
+                await self._take(chunk)
+
+    async def _idle_wait(self) -> None:
+        waiter = asyncio.create_task(self.store.wait_for_work(self.blocking, 1.0))
+        stopper = asyncio.create_task(self._stopping.wait())
+        _, pending = await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        if waiter.done() and not waiter.cancelled() and waiter.exception() is not None:
+            raise waiter.exception()  # type: ignore[misc]
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.queue.heartbeat)
+            try:
+                lost = await self.store.heartbeat(self.token, list(self.reporter.held))
+            except QueueError as exc:
+                log.warning("heartbeat failed: %s", exc)
+                continue
+            for key in lost:
+                log.warning("lease on %s lost to another worker", key)
+                self.reporter.forget(key)
+
+    async def _maintenance(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.config.queue.reap_interval)
+            self.pools.sweep(loop.time())
+            try:
+                await self.store.reap()
+                await self.store.promote()
+            except QueueError as exc:
+                log.warning("maintenance failed: %s", exc)
+
+    # ---- routing ------------------------------------------------------------
+
+    async def _take(self, chunk: ClaimedChunk) -> None:
+        self.counters.claimed_chunks += 1
+        held = Held(chunk, remaining=len(chunk.records))
+        self.outstanding += held.remaining
+        self.counters.recipients += held.remaining
+        self.reporter.hold(held)
+        if not chunk.records:
+            return
+        job = await self._job(chunk.job_id)
+        if job is None:
+            log.error("chunk %s belongs to a job without metadata; left to its lease", chunk.key)
+            return
+        now = self.clock.wall()
+        by_domain: dict[str, list[Item]] = defaultdict(list)
+        for record in chunk.records:
+            item = Item(held, record)
+            if now >= job.expires_at:
+                verdict = Verdict(EXPIRED, 0, "4.4.7", "message expired in the queue (max_age reached)")
+                self.settler.settle(job, item, verdict, attempted=False)
+            else:
+                by_domain[record.domain].append(item)
+        for domain, items in by_domain.items():
+            task = asyncio.create_task(self._route(job, domain, items))
+            self._routing.add(task)
+            task.add_done_callback(self._routing.discard)
+
+    async def _job(self, job_id: str) -> JobContext | None:
+        while True:
+            try:
+                return await self.jobs.get(job_id)
+            except QueueError as exc:
+                log.warning("cannot read job %s: %s", job_id, exc)
+                await self._pause(1.0)
+
+    async def _route(self, job: JobContext, domain: str, items: list[Item]) -> None:
+        try:
+            route = await self.resolver.route(domain)
+        except DnsError as exc:
+            verdict = from_error(exc)
+            for item in items:
+                self.settler.settle(job, item, verdict)
+            return
+        site = self.sites.get(route.site)
+        if site is None:
+            site = SiteDispatcher(
+                route.site,
+                route.hosts,
+                pools=self.pools,
+                smtp=self.config.smtp,
+                settler=self.settler,
+                clock=self.clock,
+                date=self.date,
+                down_seconds=min(60.0, self.config.retry.base),
+            )
+            self.sites[route.site] = site
+        else:
+            site.hosts = route.hosts
+        per_txn = self.config.smtp.max_rcpt_per_txn if job.template.identical else 1
+        for start in range(0, len(items), per_txn):
+            site.enqueue(Unit(job, domain, items[start : start + per_txn]))
+
+    # ---- shutdown -----------------------------------------------------------
+
+    async def drain(self) -> None:
+        """Finish in-flight transactions (bounded), report, hand back the rest."""
+        timeout = self.config.worker.drain_timeout
+        for task in list(self._routing):
+            task.cancel()
+        for site in self.sites.values():
+            site.abandon()
+        connections = [task for site in self.sites.values() for task in site.tasks]
+        if connections:
+            _, late = await asyncio.wait(connections, timeout=timeout)
+            if late:
+                for site in self.sites.values():
+                    site.abort_connections()
+                _, late = await asyncio.wait(late, timeout=1.0)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        for _ in range(20):
+            if await self.reporter.flush() and not self.reporter.unreported:
+                break
+        try:
+            await self.store.release(self.token, list(self.reporter.held))
+        except QueueError as exc:
+            log.warning("could not release leases (they expire by themselves): %s", exc)
+        await self.pools.close_all()

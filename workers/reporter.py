@@ -1,0 +1,124 @@
+"""Buffer outcomes and write them to Redis in batches, one Lua call per flush.
+
+Outcomes stay in memory until Redis has them: when Redis is unreachable the
+reporter keeps them and retries with backoff, so a worker's finished work is
+reported once Redis is back. A chunk is released ('done') with the flush that
+carries its last outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from engine.clock import Clock
+from engine.codec import StoredRecipient
+from engine.config import QueueConfig
+from engine.errors import QueueError
+from engine.outcome import Outcome
+from engine.queue.store import ChunkReport, QueueStore
+from workers.work import Held
+
+log = logging.getLogger("bulkmail.reporter")
+
+
+class Reporter:
+    def __init__(
+        self,
+        store: QueueStore,
+        token: str,
+        config: QueueConfig,
+        clock: Clock,
+        on_settled: Callable[[int], None],
+    ) -> None:
+        self.store = store
+        self.token = token
+        self.config = config
+        self.clock = clock
+        self.held: dict[str, Held] = {}
+        self._dirty: dict[str, Held] = {}
+        self._unreported = 0
+        self._wake = asyncio.Event()
+        self._on_settled = on_settled
+        self.failures = 0
+
+    def hold(self, held: Held) -> None:
+        self.held[held.key] = held
+        if held.remaining == 0:
+            self._dirty[held.key] = held  # nothing to send: release the chunk at once
+            self._wake.set()
+
+    def add(self, held: Held, outcome: Outcome, retry: StoredRecipient | None = None) -> None:
+        if held.lost:
+            return
+        held.pending.append(outcome)
+        held.remaining -= 1
+        if retry is not None:
+            held.retry.append(retry)
+            held.retry_at = max(held.retry_at, outcome.retry_at or 0.0)
+        self._dirty[held.key] = held
+        self._unreported += 1
+        self._on_settled(1)
+        if self._unreported >= self.config.report_batch:
+            self._wake.set()
+
+    def forget(self, key: str) -> None:
+        """Our lease on this chunk is gone; whatever we still hold for it is void."""
+        held = self.held.pop(key, None)
+        if held is not None and not held.lost:
+            held.lost = True
+            self._dirty.pop(key, None)
+            self._on_settled(held.remaining)
+
+    @property
+    def unreported(self) -> int:
+        return self._unreported
+
+    async def run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.config.report_interval)
+            self._wake.clear()
+            await self.flush()
+
+    async def flush(self) -> bool:
+        """Write what is buffered; False (and everything kept) when Redis failed."""
+        if not self._dirty:
+            return True
+        batch = list(self._dirty.values())
+        self._dirty = {}
+        taken = [(h, len(h.pending), len(h.retry)) for h in batch]
+        reports = [
+            ChunkReport(
+                h.claimed.job_id,
+                h.claimed.chunk,
+                h.pending[:n],
+                done=h.remaining == 0,
+                retry=h.retry[:r],
+                retry_at=h.retry_at,
+            )
+            for h, n, r in taken
+        ]
+        try:
+            _, stale = await self.store.report(self.token, reports)
+        except QueueError as exc:
+            self.failures += 1
+            log.warning("cannot report %d chunks (attempt %d): %s", len(batch), self.failures, exc)
+            for h, _, _ in taken:
+                if not h.lost:
+                    self._dirty[h.key] = h
+            await asyncio.sleep(min(0.1 * 2 ** min(self.failures, 6), 5.0))
+            return False
+        self.failures = 0
+        for h, n, r in taken:
+            del h.pending[:n]
+            del h.retry[:r]
+            self._unreported -= n
+            if h.remaining == 0 and not h.pending:
+                self.held.pop(h.key, None)
+        for key in stale:
+            log.warning("lease on chunk %s was lost; its results were not recorded", key)
+            self.forget(key)
+        return True

@@ -1,0 +1,59 @@
+"""Decide each recipient's outcome from a verdict: retry time, expiry, duplicate flag."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+from engine.classify import Verdict
+from engine.clock import Clock
+from engine.config import RetryConfig
+from engine.outcome import DEFERRED, EXPIRED, Outcome
+from engine.retry import next_attempt
+from workers.jobs import JobContext
+from workers.reporter import Reporter
+from workers.work import Item
+
+
+class Settler:
+    def __init__(self, reporter: Reporter, retry: RetryConfig, clock: Clock, rng: random.Random) -> None:
+        self.reporter = reporter
+        self.retry = retry
+        self.clock = clock
+        self.rng = rng
+
+    def settle(
+        self,
+        job: JobContext,
+        item: Item,
+        verdict: Verdict,
+        mx: str = "",
+        *,
+        unsure: bool = False,
+        attempted: bool = True,
+    ) -> None:
+        """``attempted`` False: decided without talking to any server (expired in the queue)."""
+        rec = item.record
+        status = verdict.status
+        retry_at = None
+        retry_record = None
+        if status == DEFERRED:
+            now = self.clock.wall()
+            retry_at = next_attempt(item.attempt, now, self.retry, self.rng)
+            if retry_at >= job.expires_at:
+                status, retry_at = EXPIRED, None
+            else:
+                retry_record = replace(rec, attempts=rec.attempts + (1 if attempted else 0))
+        outcome = Outcome(
+            index=rec.index,
+            rcpt=rec.to,
+            status=status,
+            code=verdict.code,
+            enhanced=verdict.enhanced,
+            reply=verdict.text[:1000],
+            mx=mx,
+            attempt=item.attempt if attempted else rec.attempts,
+            possible_duplicate=item.possible_duplicate or unsure,
+            retry_at=retry_at,
+        )
+        self.reporter.add(item.held, outcome, retry_record)
