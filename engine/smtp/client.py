@@ -411,7 +411,9 @@ class ClientConnection:
         """Become unusable: report the unsure and undecided transactions, once."""
         if self._state is State.CLOSED:
             return
-        unsure = self._dot
+        # While the transport is paused it holds more than its high-water mark, so the last
+        # bytes handed out (the end of data, then at most a small command group) never left.
+        unsure = None if self._paused else self._dot
         undecided: list[Transaction] = []
         for _, p, _ in self._inflight:
             if p is not None and not p.done and p is not unsure and p.txn not in undecided:

@@ -137,7 +137,8 @@ Cmd.ALL = tuple(c for c in vars(Cmd).values() if isinstance(c, Cmd))
 # ``Refused`` (greeting, or EHLO and HELO, refused) is followed by ``Closed``.
 # ``Closed``: the connection is unusable. ``error`` is None after QUIT or a
 # refusal; a 421 is in ``reply``; ``unsure`` is the transaction whose end of
-# data was handed out with no reply (it may have been delivered);
+# data was handed out with no reply, the transport not paused (it may have
+# been delivered);
 # ``undecided`` are the others not finished, in submission order.
 
 

@@ -506,6 +506,14 @@ def test_end_of_data_not_handed_out_is_undecided_not_unsure() -> None:
     assert closed.unsure is None and closed.undecided == (first,)
 
 
+def test_end_of_data_stuck_behind_a_paused_transport_is_not_unsure() -> None:
+    wire, first, second = eof_after_end_of_data()  # handed out...
+    wire.conn.writing_paused(True)  # ...but the transport is over its high-water mark
+    wire.conn.timeout()
+    closed = wire.closed()
+    assert closed.unsure is None and closed.undecided == (first, second)
+
+
 def test_eof_before_anything_is_a_transport_error() -> None:
     closed = Wire().feed(b"").closed()
     assert isinstance(closed.error, TransportError) and closed.undecided == ()
@@ -524,7 +532,8 @@ def test_connection_lost_with_an_error_keeps_it() -> None:
     wire.conn.submit(first := txn("b@y"))
     wire.written()
     error = TransportError("reset")
-    closed = (wire.conn.connection_lost(error), wire.closed())[1]
+    wire.conn.connection_lost(error)
+    closed = wire.closed()
     assert closed.error is error and closed.undecided == (first,)
 
 

@@ -17,9 +17,10 @@ ALL = Capabilities(esmtp=True, pipelining=True, size=0, eightbitmime=True, smtpu
 BAD = ["\r", "\n", "\r\n", "\x00", "\x7f", "\x01", "\x1b", "\t", "<", ">"]
 
 
-def build(envelope: Envelope, caps: Capabilities = ESMTP, size: int = 100, eight_bit: bool = False):
-    mail, rcpts = commands.envelope_commands(envelope, caps, size, eight_bit)
-    return mail, rcpts
+def build(
+    envelope: Envelope, caps: Capabilities = ESMTP, size: int = 100, eight_bit: bool = False
+) -> tuple[bytes, list[bytes | Reply]]:
+    return commands.envelope_commands(envelope, caps, size, eight_bit)
 
 
 def test_plain_commands() -> None:
