@@ -145,6 +145,7 @@ class SinkTransaction:
     """
 
     client_addr: str
+    proto: str  # "ESMTP" after EHLO, "SMTP" after HELO
     helo: str | None
     mail_args: str  # "<a@x> SIZE=12"
     rcpt_args: tuple[str, ...]  # one per RCPT command, in order
@@ -260,6 +261,7 @@ def _parse_dump(chunk: bytes) -> SinkTransaction:
     message = rest.split(b"\n", 3)[3]  # the rest of smtp-sink's own three-line Received header
     return SinkTransaction(
         client_addr=fields["X-Client-Addr"][0],
+        proto=fields["X-Client-Proto"][0],
         helo=fields.get("X-Helo-Args", [None])[0],
         mail_args=fields["X-Mail-Args"][0],
         rcpt_args=tuple(fields.get("X-Rcpt-Args", [])),
