@@ -17,7 +17,7 @@ out, so every behaviour is testable byte for byte. The driver
     conn.timeout()              # the deadline fired
     conn.connection_lost(exc)   # the transport died (exc None: EOF)
 
-Events are defined in ``states``. Protocol errors from the peer never raise:
+Events are defined in ``states`` (imported here as ``ev``). Protocol errors from the peer never raise:
 they close with a ``RemoteProtocolError``. Misuse raises ``LocalProtocolError``.
 
 Writes. With PIPELINING, [RSET] MAIL, every RCPT and DATA go in one write;
@@ -45,31 +45,14 @@ from engine.errors import (
     TlsError,
     TransportError,
 )
-from engine.smtp import commands, data
+from engine.smtp import commands
+from engine.smtp import states as ev
 from engine.smtp.extensions import HELO_CAPABILITIES, Capabilities
-from engine.smtp.replies import LocalRefusal, Reply, ReplyParser
-from engine.smtp.states import (
-    Closed,
-    Cmd,
-    Event,
-    Input,
-    NoopDone,
-    Ready,
-    Refused,
-    StartTlsNow,
-    State,
-    TransactionDone,
-    transition,
-)
-from engine.smtp.transaction import (
-    PendingTransaction,
-    Transaction,
-    refused_result,
-)
+from engine.smtp.replies import Reply, ReplyParser
+from engine.smtp.states import Cmd, Input, State, transition
+from engine.smtp.transaction import PendingTransaction, Transaction, TransactionResult
 
 StartTls = Literal["never", "offered", "required"]
-
-
 _Entry = tuple[Cmd, PendingTransaction | None, int]
 
 
@@ -85,7 +68,7 @@ class ClientConnection:
         self._inflight: deque[_Entry] = deque([(Cmd.GREETING, None, 0)])
         self._todo: deque[PendingTransaction | Cmd] = deque()
         self._out: list[bytes] = []
-        self._events: deque[Event] = deque()
+        self._events: deque[ev.Event] = deque()
         self.capabilities: Capabilities = HELO_CAPABILITIES
         self._rset = False
         self._paused = False
@@ -98,10 +81,7 @@ class ClientConnection:
         self._handlers = {cmd: getattr(self, "_on_" + cmd.phase) for cmd in Cmd.ALL}
 
     def __repr__(self) -> str:
-        return (
-            f"<ClientConnection {self._state.name} tls={self.tls_active} "
-            f"inflight={len(self._inflight)} queued={len(self._todo)}>"
-        )
+        return f"<ClientConnection {self._state.name} {len(self._inflight)} awaiting replies>"
 
     # -- what the driver reads ------------------------------------------------
 
@@ -113,7 +93,7 @@ class ClientConnection:
     def usable(self) -> bool:
         return self._state is State.READY
 
-    def next_event(self) -> Event | None:
+    def next_event(self) -> ev.Event | None:
         return self._events.popleft() if self._events else None
 
     def data_to_send(self) -> list[bytes]:
@@ -211,19 +191,11 @@ class ClientConnection:
             raise LocalProtocolError(f"submit() in state {self._state.name}")
         if not txn.envelope.recipients:
             raise LocalProtocolError("a transaction needs at least one recipient")
-        try:
-            chunks, size = data.encode(txn.message)
-            mail, rcpts = commands.envelope_commands(
-                txn.envelope, self.capabilities, size, not txn.message.isascii()
-            )
-        except LocalRefusal as refusal:
-            self._events.append(TransactionDone(refused_result(txn, refusal.reply)))
+        prepared = commands.prepare(txn, self.capabilities)
+        if isinstance(prepared, TransactionResult):  # refused locally: nothing to write
+            self._events.append(ev.TransactionDone(prepared))
             return
-        p = PendingTransaction(txn, chunks, mail, rcpts)
-        if None not in p.replies:  # every recipient refused locally: nothing to write
-            self._events.append(TransactionDone(p.result()))
-            return
-        self._todo.append(p)
+        self._todo.append(prepared)
         self._pump()
 
     def noop(self) -> None:
@@ -275,24 +247,22 @@ class ClientConnection:
                 self._close(TlsError("the server does not offer STARTTLS"), polite=True)
                 return
         self._to(Input.ACCEPTED)
-        self._events.append(Ready(caps))
+        self._events.append(ev.Ready(caps))
 
     def _on_starttls(self, p: PendingTransaction | None, i: int, reply: Reply) -> None:
         if reply.code == 220:
             if self._parser.buffered:
-                raise RemoteProtocolError(
-                    "bytes after the 220 to STARTTLS (response injection, CVE-2011-0411)"
-                )
+                raise RemoteProtocolError("bytes after the 220 to STARTTLS (response injection)")
             self._to(Input.TLS_GO)
-            self._events.append(StartTlsNow())
+            self._events.append(ev.StartTlsNow())
         elif self._starttls == "required":
             self._close(TlsError(f"STARTTLS refused: {reply}"), polite=True)
         else:
             self._to(Input.PLAIN)
-            self._events.append(Ready(self.capabilities))
+            self._events.append(ev.Ready(self.capabilities))
 
     def _refused(self, reply: Reply) -> None:
-        self._events.append(Refused(reply))
+        self._events.append(ev.Refused(reply))
         self._close(None, reply=reply, polite=reply.code != 421)
 
     # -- transactions -----------------------------------------------------------
@@ -304,10 +274,8 @@ class ClientConnection:
         todo = self._todo
         while todo and not (inflight and (not pipelining or inflight[-1][0] is Cmd.DATA)):
             item = todo.popleft()
-            if item is Cmd.NOOP:
-                self._send(commands.NOOP, Cmd.NOOP)
-            elif item is Cmd.QUIT:
-                self._send(commands.QUIT, Cmd.QUIT)
+            if item is Cmd.NOOP or item is Cmd.QUIT:
+                self._send(commands.NOOP if item is Cmd.NOOP else commands.QUIT, item)
             elif isinstance(item, PendingTransaction):
                 if self._rset:
                     self._rset = False
@@ -373,7 +341,7 @@ class ClientConnection:
         """Ignored: a refused RSET shows up in the next MAIL's reply."""
 
     def _on_noop(self, p: PendingTransaction | None, i: int, reply: Reply) -> None:
-        self._events.append(NoopDone(reply))
+        self._events.append(ev.NoopDone(reply))
 
     def _on_quit(self, p: PendingTransaction | None, i: int, reply: Reply) -> None:
         self._close(None)
@@ -388,13 +356,13 @@ class ClientConnection:
             self._dot = None if cmd is Cmd.DOT else self._dot
             self._finish(p, reply)
         elif cmd is Cmd.NOOP:
-            self._events.append(NoopDone(reply))
+            self._events.append(ev.NoopDone(reply))
         self._close(None, reply=reply)
 
     def _finish(self, p: PendingTransaction, fallback: Reply | None = None) -> None:
         if p.final_reply is None:  # ended before its end of data: MAIL state may linger
             self._rset = True
-        self._events.append(TransactionDone(p.result(fallback)))
+        self._events.append(ev.TransactionDone(p.result(fallback)))
 
     # -- plumbing ---------------------------------------------------------------
 
@@ -424,4 +392,6 @@ class ClientConnection:
         self._out = [commands.QUIT] if polite else []
         self._dot = self._dot_queued = None
         self._state = transition(self._state, Input.LOST)
-        self._events.append(Closed(error, unsure.txn if unsure else None, tuple(undecided), reply))
+        self._events.append(
+            ev.Closed(error, unsure.txn if unsure else None, tuple(undecided), reply)
+        )

@@ -23,9 +23,16 @@ from __future__ import annotations
 import re
 
 from engine.errors import LocalProtocolError
+from engine.smtp import data
 from engine.smtp.extensions import Capabilities
 from engine.smtp.replies import LocalRefusal, Reply
-from engine.smtp.transaction import Envelope
+from engine.smtp.transaction import (
+    Envelope,
+    PendingTransaction,
+    Transaction,
+    TransactionResult,
+    refused_result,
+)
 
 DATA = b"DATA\r\n"
 RSET = b"RSET\r\n"
@@ -63,6 +70,17 @@ def _path(address: str, utf8: bool, command: str, bad: str) -> bytes:
             553, "5.6.7", "non-ASCII address and the server has no SMTPUTF8", command
         )
     return address.encode("utf-8")
+
+
+def prepare(txn: Transaction, caps: Capabilities) -> PendingTransaction | TransactionResult:
+    """Every byte the transaction will write, checked before any is; or its local refusal."""
+    try:
+        chunks, size = data.encode(txn.message)
+        mail, rcpts = envelope_commands(txn.envelope, caps, size, not txn.message.isascii())
+    except LocalRefusal as refusal:
+        return refused_result(txn, refusal.reply)
+    pending = PendingTransaction(txn, chunks, mail, rcpts)
+    return pending if None in pending.replies else pending.result()  # all refused: nothing to write
 
 
 def envelope_commands(

@@ -22,11 +22,14 @@ is not copied: the chunks are ``[message, terminator]`` for
 
 from __future__ import annotations
 
+import re
+
 from engine.smtp.replies import LocalRefusal
 
 MAX_LINE = 998  # octets, not counting CRLF
 _DOT_CRLF = b".\r\n"
 _CRLF_DOT_CRLF = b"\r\n.\r\n"
+_DOT_LINE = re.compile(rb"\n\.")  # sre's literal-prefix scan beats bytes.find for this needle
 
 
 def encode(message: bytes) -> tuple[list[bytes], int]:
@@ -37,7 +40,7 @@ def encode(message: bytes) -> tuple[list[bytes], int]:
     breaks = len(lines) - 1
     if message.count(b"\r\n") == breaks and message.count(b"\r") == breaks:
         _check_lines(lines, 1)
-        if message[:1] != b"." and b"\n." not in message:
+        if message[:1] != b"." and _DOT_LINE.search(message) is None:
             if not message or message[-2:] == b"\r\n":
                 return [message, _DOT_CRLF], len(message)
             return [message, _CRLF_DOT_CRLF], len(message) + 2

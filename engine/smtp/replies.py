@@ -99,8 +99,18 @@ class LocalRefusal(LocalProtocolError):
         super().__init__(str(self.reply))
 
 
+# the one-digit codes (2.0.0, 5.1.1, 4.7.0...) built once: most replies carry one of them
+_SHORT = {
+    str(c): c
+    for c in (EnhancedCode(k, s, d) for k in (2, 4, 5) for s in range(10) for d in range(10))
+}
+
+
 def split_enhanced(code: int, text: str) -> tuple[EnhancedCode | None, str]:
     """Separate an RFC 2034 code from the text, only when it is clearly one."""
+    short = _SHORT.get(text[:5])
+    if short is not None and short.klass == code // 100 and text[5:6] in (" ", ""):
+        return short, text[5:].lstrip(" ")
     m = _ENHANCED.match(text)
     if m is None or int(m.group(1)) != code // 100:
         return None, text
@@ -145,6 +155,10 @@ class ReplyParser:
                 return None
             line = bytes(buf[: end - 1 if end and buf[end - 1] == 13 else end])
             del buf[: end + 1]
+            if not self._texts:
+                cached = self._cache.get((line, command))
+                if cached is not None:  # validated when it was first parsed
+                    return cached
             reply = self._line(line, command)
             if reply is not None:
                 return reply
@@ -162,14 +176,11 @@ class ReplyParser:
                 f"reply code changed inside a multi-line reply: {line[:80]!r}"
             )
         if sep != b"-" and not self._texts:
-            key = (line, command)
-            cached = self._cache.get(key)
-            if cached is None:
-                cached = self._build(code, [line[4:]], command)
-                if len(self._cache) >= _CACHE_SIZE:
-                    self._cache.clear()
-                self._cache[key] = cached
-            return cached
+            reply = self._build(code, [line[4:]], command)
+            if len(self._cache) >= _CACHE_SIZE:
+                self._cache.clear()
+            self._cache[(line, command)] = reply
+            return reply
         self._code = code
         self._texts.append(line[4:])
         self._size += len(line) + 2
