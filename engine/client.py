@@ -11,7 +11,8 @@ from redis.asyncio import Redis
 
 from engine.clock import Clock, SystemClock
 from engine.config import QueueConfig, RedisConfig
-from engine.job import load_job, parse_job, parse_recipient
+from engine.job import parse_job, parse_recipient
+from engine.jobfile import stream_job
 from engine.queue.connect import open_redis, resolve_url
 from engine.queue.store import QueueStore, SubmitResult
 
@@ -42,7 +43,7 @@ class Client:
     async def submit_job(self, job: Mapping[str, Any] | str | bytes) -> SubmitResult:
         """Validate (InputError naming the field) and store; accepted once this returns."""
         if isinstance(job, str | bytes):
-            spec, recipients = load_job(job)
+            spec, _, recipients = stream_job(job)
             return await self.store.submit(spec, recipients)
         spec, raw = parse_job(job)
         return await self.store.submit(spec, [parse_recipient(item, i, spec) for i, item in enumerate(raw)])
