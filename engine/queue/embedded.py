@@ -37,6 +37,7 @@ class RedisProcess:
     appendonly: bool = True
     daemonize: bool = False
     extra: dict[str, str] = field(default_factory=dict)
+    extra_lines: list[str] = field(default_factory=list)  # directives that repeat, e.g. ACL users
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -72,7 +73,7 @@ class RedisProcess:
         if not self.port:
             lines += [f"unixsocket {self.socket_path.resolve()}", "unixsocketperm 700"]
         lines += [f"{key} {value}" for key, value in self.extra.items()]
-        return lines
+        return lines + self.extra_lines
 
     def start(self, timeout: float = 10.0) -> None:
         binary = shutil.which(REDIS_SERVER) or (
