@@ -152,6 +152,9 @@ class WorkerLoop:
                 log.warning("heartbeat failed: %s", exc)
                 continue
             for key in lost:
+                held = self.reporter.held.get(key)
+                if held is None or held.remaining == 0:
+                    continue  # finished while the heartbeat was on its way: not a loss
                 log.warning("lease on %s lost to another worker", key)
                 self.reporter.forget(key)
 
