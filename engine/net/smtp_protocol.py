@@ -1,7 +1,8 @@
 """``SmtpSession``: the asyncio driver around the sans-IO ``ClientConnection``.
 
 It only moves bytes and events: ``data_received`` -> ``receive_data`` -> drain
-events -> resolve futures -> ``transport.writelines(data_to_send())``. There is
+events -> resolve futures -> ``transport.writelines(data_to_send())``, the last
+step once per loop iteration (see ``_flush``). There is
 no parsing and no reply-code logic here. The machine reports its deadline
 (``waiting_for``); one ``loop.call_at`` timer enforces it, and it is re-armed
 lazily: progress only moves a float, the timer re-schedules itself when it
@@ -71,6 +72,7 @@ class SmtpSession(asyncio.Protocol):
         self._closed: asyncio.Future[None] = self._loop.create_future()
         self._lost: Closed | None = None
         self._paused = False
+        self._flush_soon = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when = 0.0
         self._deadline: float | None = None
@@ -294,11 +296,23 @@ class SmtpSession(asyncio.Protocol):
             elif not self._setup.done():  # Ready or StartTlsNow
                 self._setup.set_result(event)
             event = conn.next_event()
+        if not self._flush_soon:
+            self._flush_soon = True
+            self._loop.call_soon(self._flush)
+        self._arm()
+
+    def _flush(self) -> None:
+        """Write what the machine holds, once per loop iteration.
+
+        Deferred with call_soon, it runs after the tasks woken by the results just
+        resolved, so a transaction they submit joins the body and end of data of
+        the previous one in a single write (one round trip per message).
+        """
+        self._flush_soon = False
         if not self._paused and self._transport is not None:
-            out = conn.data_to_send()
+            out = self._conn.data_to_send()
             if out:
                 self._transport.writelines(out)
-        self._arm()
 
     def _on_closed(self, event: Closed) -> None:
         self._lost = event
