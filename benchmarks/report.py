@@ -1,0 +1,214 @@
+"""Tables on stdout, results/latest.json, a PNG chart and RESULTS.md from one run."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.harness import WorkloadResult
+from benchmarks.measure import Summary
+
+PEERS = {"smtp-source": "ceiling", "client": "client", "naive": "naive", "postfix": "postfix"}
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+
+
+def _round(value: float | None, digits: int = 1) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a and b else None
+
+
+def _figures(summary: Summary) -> dict[str, Any]:
+    return {
+        "msgs_per_s": _round(summary.rate),
+        "spread_pct": _round(summary.spread_pct),
+        "cpu_us_per_msg": _round(summary.cpu_us("system")),
+        "sinks_cpu_us_per_msg": _round(summary.cpu_us("sinks")),
+        "runs": [run.as_dict() for run in summary.runs],
+        "errors": summary.errors,
+    }
+
+
+def rows(results: list[WorkloadResult]) -> list[dict[str, Any]]:
+    """One row per (workload, bulkmail variant), with the peers measured on that workload
+    (f and g run bulkmail alone: their peers are those of workload a in the same run, if any)."""
+    by_key = {r.workload.key: r for r in results}
+    out: list[dict[str, Any]] = []
+    for result in results:
+        cases = result.workload.cases
+        peers = {c.system: result.summaries[c.label] for c in cases if c.system in PEERS and c.label in result.summaries}
+        peers_from = result.workload.key
+        if not peers and result.workload.key in ("f", "g") and "a" in by_key:
+            ref = by_key["a"]
+            peers = {c.system: ref.summaries[c.label] for c in ref.workload.cases if c.system in PEERS and c.label in ref.summaries}
+            peers_from = "a"
+        engines = [result.summaries[c.label] for c in cases if c.system == "bulkmail" and c.label in result.summaries]
+        for engine in engines or [None]:
+            row: dict[str, Any] = {"workload": result.workload.key, "variant": engine.label if engine else None,
+                                   "title": result.workload.title, "unit": result.workload.unit, "units": result.units,
+                                   "peers_from": peers_from}
+            for system, key in PEERS.items():
+                summary = peers.get(system)
+                row[f"{key}_msgs_per_s"] = summary.rate if summary else None
+                row[f"{key}_cpu_us_per_msg"] = _round(summary.cpu_us("system")) if summary else None
+            row["postfix_p50_ms"] = peers["postfix"].extra("p50_ms") if "postfix" in peers else None
+            row["postfix_p99_ms"] = peers["postfix"].extra("p99_ms") if "postfix" in peers else None
+            rate = engine.rate if engine else None
+            row |= {
+                "engine_msgs_per_s": _round(rate),
+                "engine_spread_pct": _round(engine.spread_pct) if engine else None,
+                "engine_cpu_us_per_msg": _round(engine.cpu_us("system")) if engine else None,
+                "engine_cpu_us_detail": {g: _round(engine.cpu_us(g)) for g in ("serve", "redis", "submit", "sinks", "dns")} if engine else None,
+                "engine_vs_postfix": _ratio(rate, row["postfix_msgs_per_s"]),
+                "engine_vs_ceiling": _ratio(rate, row["ceiling_msgs_per_s"]),
+                "engine_vs_naive": _ratio(rate, row["naive_msgs_per_s"]),
+                "client_vs_naive": _ratio(row["client_msgs_per_s"], row["naive_msgs_per_s"]),
+                "p50_ms": engine.extra("p50_ms") if engine and result.workload.transactional else None,
+                "p99_ms": engine.extra("p99_ms") if engine and result.workload.transactional else None,
+            }
+            if result.workload.memory and engine:
+                row["redis_bytes_per_recipient"] = engine.extra("redis_bytes_per_recipient")
+                peaks = [p for r in engine.ok for p in r.extra.get("worker_peak_rss_mb", [])]
+                row["worker_peak_rss_mb"] = max(peaks) if peaks else None
+            row["systems"] = {s.label: _figures(s) for s in result.summaries.values()}
+            out.append(row)
+    _status_cost(out)
+    return out
+
+
+def _status_cost(out: list[dict[str, Any]]) -> None:
+    g = {row["variant"]: row["engine_msgs_per_s"] for row in out if row["workload"] == "g"}
+    on, off = g.get("bulkmail events on"), g.get("bulkmail events off")
+    if on and off:
+        for row in out:
+            if row["workload"] == "g":
+                row["status_cost_pct"] = round((off - on) / off * 100, 1)
+
+
+def _fmt(value: Any, spec: str = ",.0f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def system_table(results: list[WorkloadResult]) -> str:
+    lines = [f"{'workload':<8} {'system':<22} {'rate/s':>10} {'spread':>7} {'CPU us':>8} {'sinks us':>8}  notes"]
+    for result in results:
+        for summary in result.summaries.values():
+            notes = []
+            for key in ("p50_ms", "p99_ms", "redis_bytes_per_recipient", "injector_msgs_per_s"):
+                if summary.extra(key) is not None:
+                    notes.append(f"{key}={summary.extra(key)}")
+            if summary.errors:
+                notes.append(f"FAILED {len(summary.errors)}/{len(summary.runs)}: {summary.errors[0][:140]}")
+            spread = f"±{summary.spread_pct:.0f}%" if summary.spread_pct is not None else "-"
+            lines.append(f"{result.workload.key:<8} {summary.label:<22} {_fmt(summary.rate):>10} {spread:>7} "
+                         f"{_fmt(summary.cpu_us('system')):>8} {_fmt(summary.cpu_us('sinks')):>8}  {' '.join(notes)}")
+    return "\n".join(lines)
+
+
+RATIO_COLUMNS = (
+    ("workload", "workload", "s"), ("variant", "bulkmail variant", "s"), ("engine_msgs_per_s", "bulkmail/s", ",.0f"),
+    ("engine_cpu_us_per_msg", "CPU us", ",.0f"), ("postfix_msgs_per_s", "postfix/s", ",.0f"),
+    ("ceiling_msgs_per_s", "smtp-source/s", ",.0f"), ("naive_msgs_per_s", "naive/s", ",.0f"),
+    ("engine_vs_postfix", "x postfix", ".2f"), ("engine_vs_ceiling", "x ceiling", ".2f"),
+    ("engine_vs_naive", "x naive", ".2f"), ("p99_ms", "p99 ms", ".1f"),
+)
+
+
+def ratio_table(table: list[dict[str, Any]], markdown: bool = False) -> str:
+    cells = [[_fmt(row.get(key), spec) if spec != "s" else str(row.get(key) or "-") for key, _, spec in RATIO_COLUMNS] for row in table]
+    heads = [head for _, head, _ in RATIO_COLUMNS]
+    if markdown:
+        return "\n".join(["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)] + ["| " + " | ".join(c) + " |" for c in cells])
+    widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(heads)]
+    return "\n".join("  ".join(v.rjust(w) for v, w in zip(line, widths, strict=True)) for line in [heads, *cells])
+
+
+def chart(table: list[dict[str, Any]], path: Path) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    series = [("engine_msgs_per_s", "bulkmail"), ("postfix_msgs_per_s", "Postfix relay"), ("ceiling_msgs_per_s", "smtp-source → smtp-sink"),
+              ("client_msgs_per_s", "bulkmail client alone"), ("naive_msgs_per_s", "naive aiosmtplib")]
+    labels = [row["workload"] + (f"\n{row['variant'].removeprefix('bulkmail ')}" if row["workload"] in ("f", "g") else "") for row in table]
+    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(table) + 2), 5))
+    width = 0.8 / len(series)
+    for i, (key, name) in enumerate(series):
+        values = [row.get(key) or 0 for row in table]
+        ax.bar([x + i * width for x in range(len(table))], values, width, label=name)
+    ax.set_xticks([x + 0.4 - width / 2 for x in range(len(table))], labels)
+    ax.set_yscale("log")
+    ax.set_ylabel("messages (recipients for c) per second, log scale")
+    ax.set_title("bulkmail benchmark: throughput per system and workload (median)")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write(results: list[WorkloadResult], machine: dict[str, Any], settings: dict[str, Any], command: str) -> dict[str, Any]:
+    table = rows(results)
+    RESULTS.mkdir(exist_ok=True)
+    document = {"generated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": command, "machine": machine,
+                "settings": settings, "results": table}
+    (RESULTS / "latest.json").write_text(json.dumps(document, indent=1) + "\n")
+    png = chart(table, RESULTS / "throughput.png")
+    (HERE / "RESULTS.md").write_text(markdown(document, results, png))
+    return document
+
+
+def markdown(document: dict[str, Any], results: list[WorkloadResult], png: Path | None) -> str:
+    machine = document["machine"]
+    settings = document["settings"]
+    failed = [(r["workload"], label, s["errors"][0]) for r in document["results"] for label, s in r["systems"].items() if s["errors"]]
+    parts = [
+        "# Benchmark results (written by `scripts/bench`)\n",
+        f"Generated {document['generated']} by `{document['command']}`.\n",
+        "## Machine\n",
+        "\n".join(f"- {key}: {value}" for key, value in machine.items()) + "\n",
+        "## Settings\n",
+        "\n".join(f"- {key}: {value}" for key, value in settings.items()) + "\n",
+        "## bulkmail against its peers (medians)\n",
+        ratio_table(document["results"], markdown=True) + "\n",
+        "## Every system (median rate, ±half the min-max spread over the repeats, CPU per message)\n",
+        "```\n" + system_table(results) + "\n```\n",
+    ]
+    if png is not None:
+        parts.append(f"![throughput](results/{png.name})\n")
+    if failed:
+        parts.append("## Failed runs\n")
+        parts.append("\n".join(f"- {w} / {label}: {error[:400]}" for w, label, error in failed) + "\n")
+    parts.append(METHOD)
+    return "\n".join(parts)
+
+
+METHOD = """## How it was measured
+
+- Every system runs the same workload in the same run; repeats are interleaved (one of each
+  system, then the next round), and the median is reported with its spread.
+- **CPU per message** is user+sys CPU divided by messages (recipients for c). `CPU us` counts
+  the system's own processes: smtp-source processes (wait4); the bulkmail client or the
+  naive sender (its own getrusage around the sending); Postfix's master and every descendant
+  (smtpd, cleanup, qmgr, smtp, trivial-rewrite, ... including those that exited, through
+  cutime/cstime); bulkmail's `serve` tree (supervisor and workers), its redis-server and the
+  `bulkmail submit` process. `sinks us` is every smtp-sink (and the recording sink) over the
+  run; the Postfix injector and the DNS server are reported in latest.json, not counted.
+- **Postfix** runs with its default queue handling (queue file fsynced before 250), relaying by
+  transport_maps; a run lasts from the injector's start until the injector is done and its
+  queues are empty.
+- **bulkmail** runs against a fresh redis-server with AOF `appendfsync always` on the disk
+  named under Machine, from the start of `bulkmail submit` until `status` reports every
+  recipient's outcome (workload e: from `serve` start, after a submit with no worker running).
+- Workload d: submit-to-250 latency of one transactional message every 100 ms, timestamped by
+  a recording sink at the transactional domain's MX.
+"""

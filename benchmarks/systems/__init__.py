@@ -1,0 +1,1 @@
+"""One module per system measured: the SMTP ceiling, the Postfix relay, bulkmail."""
