@@ -12,6 +12,13 @@ parameters ``RET``/``ENVID``/``NOTIFY``/``ORCPT`` (RFC 3461, xtext-encoded).
 DSN parameters are checked even when DSN is not announced, so bad input is
 refused the same way whatever the peer.
 
+8-bit messages to a server without 8BITMIME are sent as they are, without
+BODY=: RFC 6152 would have us downgrade (re-encode MIME parts) or bounce, but
+our renderer already emits 7bit/quoted-printable parts, a raw 8-bit message is
+the submitter's explicit choice, and today's receivers accept 8-bit data
+(Postfix's own smtp client also sends it as is when it cannot convert).
+CHUNKING/BDAT is not used: PIPELINING already gives one round trip per message.
+
 Local refusal codes, chosen as what a server would most likely have said:
 553 5.1.7 bad sender, 553 5.1.3 bad recipient, 553 5.6.7 non-ASCII address
 without SMTPUTF8 (RFC 6531 3.2), 501 5.5.4 bad DSN parameter, 552 5.3.4 message

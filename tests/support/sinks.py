@@ -36,6 +36,7 @@ for the client to close.
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -304,9 +305,10 @@ def hang() -> Step:
 class ScriptedServer:
     """``async with ScriptedServer(script, host=...) as server:`` then connect to ``server.port``."""
 
-    def __init__(self, *scripts: Sequence[Step], host: str = "127.0.0.2") -> None:
+    def __init__(self, *scripts: Sequence[Step], host: str = "127.0.0.2", rcvbuf: int | None = None) -> None:
         self.scripts = scripts
         self.host = host
+        self.rcvbuf = rcvbuf  # a small receive buffer makes stall() back the client up quickly
         self.port = 0
         self.connections = 0
         self.lines: list[bytes] = []  # every line the clients sent, in order
@@ -317,8 +319,12 @@ class ScriptedServer:
         self._stopping = asyncio.Event()
 
     async def __aenter__(self) -> ScriptedServer:
-        self._server = await asyncio.start_server(self._serve, self.host, 0)
-        self.port = self._server.sockets[0].getsockname()[1]
+        sock = socket.socket()
+        if self.rcvbuf:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)  # inherited by accept()
+        sock.bind((self.host, 0))
+        self._server = await asyncio.start_server(self._serve, sock=sock)
+        self.port = sock.getsockname()[1]
         return self
 
     async def __aexit__(self, *exc: object) -> None:
