@@ -15,8 +15,7 @@ refused the same way whatever the peer.
 8-bit messages to a server without 8BITMIME are sent as they are, without
 BODY=: RFC 6152 would have us downgrade (re-encode MIME parts) or bounce, but
 our renderer already emits 7bit/quoted-printable parts, a raw 8-bit message is
-the submitter's explicit choice, and today's receivers accept 8-bit data
-(Postfix's own smtp client also sends it as is when it cannot convert).
+the submitter's explicit choice, and receivers in practice accept 8-bit data.
 CHUNKING/BDAT is not used: PIPELINING already gives one round trip per message.
 
 Local refusal codes, chosen as what a server would most likely have said:
