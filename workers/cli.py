@@ -21,6 +21,7 @@ from typing import Any
 from engine.client import Client, dumps
 from engine.config import TLS_POLICIES, EngineConfig, redis_from_env
 from engine.errors import InputError, QueueError, QueueUnavailable
+from engine.queue.audit import audit_job
 from engine.queue.connect import resolve_url
 from engine.queue.embedded import stop_embedded
 from workers.progress import ProgressLine
@@ -67,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("--job", default=None)
     events.add_argument("--follow", action="store_true", help="keep printing new events")
     events.add_argument("--after", default="-", help="only events after this id")
+
+    audit = sub.add_parser("audit", help="check that every recipient has exactly one state (all jobs, or one)")
+    _add_redis(audit)
+    audit.add_argument("job", nargs="?", default=None)
 
     redis_cmd = sub.add_parser("redis", help="the embedded redis-server: url, start, stop")
     _add_redis(redis_cmd)
@@ -187,6 +192,20 @@ async def cmd_events(args: argparse.Namespace) -> int:
                 await asyncio.sleep(0.25)
 
 
+async def cmd_audit(args: argparse.Namespace) -> int:
+    async with await _client(args) as client:
+        jobs = [args.job] if args.job else await client.store.job_ids()
+        failed = 0
+        for job in jobs:
+            report = await audit_job(client.store, job)
+            failed += not report.ok
+            print(dumps({"job": job, "ok": report.ok, "total": report.total, **report.counters,
+                         "problems": report.problems, "missing": report.missing}))
+    if args.job and failed and report.problems == [f"no such job {args.job}"]:
+        return EXIT_NOT_FOUND
+    return EXIT_FAIL if failed else 0
+
+
 def cmd_redis(args: argparse.Namespace) -> int:
     cfg = redis_from_env(args.redis)
     if args.action == "stop":
@@ -207,7 +226,9 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_serve(args)
         if args.command == "redis":
             return cmd_redis(args)
-        handler: Any = {"submit": cmd_submit, "status": cmd_status, "events": cmd_events}[args.command]
+        handler: Any = {"submit": cmd_submit, "status": cmd_status, "events": cmd_events, "audit": cmd_audit}[
+            args.command
+        ]
         return int(asyncio.run(handler(args)))
     except InputError as exc:
         print(f"error: invalid job: {exc}", file=sys.stderr)

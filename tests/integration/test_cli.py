@@ -150,3 +150,17 @@ def test_sync_client(redis_url: str) -> None:
         job = client.submit(json.dumps(JOB))
         status = client.status(job)
         assert status is not None and status["total"] == 2
+
+
+def test_audit_reports_a_recipient_without_a_state(redis_url: str, tmp_path: Path) -> None:
+    job = cli(redis_url, "submit", write(tmp_path, JOB)).stdout.splitlines()[0]
+    clean = cli(redis_url, "audit", job)
+    assert clean.returncode == 0 and json.loads(clean.stdout)["ok"] is True
+    client = redis.Redis.from_url(redis_url)
+    client.setrange(f"bm:job:{job}:st", 1, "?")  # what a lost update would leave behind
+    client.close()
+    broken = cli(redis_url, "audit")
+    report = json.loads(broken.stdout)
+    assert broken.returncode == 1 and report["ok"] is False and report["missing"] == [1]
+    assert any("without a state" in p for p in report["problems"])
+    assert cli(redis_url, "audit", "nope").returncode == 4

@@ -12,54 +12,9 @@ from collections import Counter
 import redis
 
 from engine.queue.keys import Keys
-from tests.integration.conftest import MailWorld
-from tests.support.serve import cli, events, status
+from tests.support.serve import events, status
 from tests.support.waiting import wait_until
-
-FAST = """
-[queue]
-lease = 2.0
-heartbeat = 0.5
-reap_interval = 0.3
-[retry]
-base = 0.5
-jitter = 0.0
-"""
-
-
-def newsletter(domains: list[str], n: int, **extra: object) -> dict[str, object]:
-    return {
-        "from": "news@sender.test",
-        "subject": "News for {{name}}",
-        "text": "Dear {{name}},\nyour number is {{number}}.\n" + "Lorem ipsum dolor sit amet.\n" * 40,
-        "recipients": [
-            {"to": f"user{i}@{domains[i % len(domains)]}", "vars": {"name": f"Person {i}", "number": i}}
-            for i in range(n)
-        ],
-        **extra,
-    }
-
-
-def submit(world: MailWorld, job: dict[str, object], *args: str) -> tuple[str, str, str]:
-    result = cli(world.redis_url, "submit", world.job_file(job), *args)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.splitlines()[0], result.stdout, result.stderr
-
-
-def wait_done(world: MailWorld, job: str, timeout: float = 60.0) -> dict[str, object]:
-    return wait_until(lambda: (s := status(world.redis_url, job))["done"] and s, timeout, 0.2, f"job {job} done")
-
-
-def audit_ok(world: MailWorld, job: str) -> None:
-    client = redis.Redis.from_url(world.redis_url)
-    keys = Keys()
-    raw = client.hgetall(keys.job(job))
-    states = Counter((client.get(keys.states(job)) or b"").decode())
-    client.close()
-    counters = {k.decode(): int(v) for k, v in raw.items() if k.decode() in {
-        "queued", "in_flight", "deferred", "delivered", "bounced", "expired", "cancelled", "suppressed"}}
-    assert sum(counters.values()) == int(raw[b"total"]) == sum(states.values())
-    assert counters["delivered"] == states["D"] and counters["bounced"] == states["b"]
+from tests.support.world import FAST, MailWorld, audit_ok, newsletter, submit, wait_done
 
 
 def test_newsletter_delivered_once_each_personalized_over_reused_connections(mail_world: MailWorld) -> None:
