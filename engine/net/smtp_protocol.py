@@ -157,12 +157,14 @@ class SmtpSession(asyncio.Protocol):
                 self.last_used = self._loop.time()
                 return
             self._setup = self._loop.create_future()
-            await self._start_tls(context or ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
+            await self._start_tls(context)
 
-    async def _start_tls(self, context: ssl.SSLContext) -> None:
+    async def _start_tls(self, context: ssl.SSLContext | None) -> None:
         transport = self._transport
         if transport is None or self._lost is not None:
             raise self._setup_error()
+        if context is None:  # only policy "none" has no context, and it never sends STARTTLS
+            raise TlsError("STARTTLS without an SSL context")
         try:
             new = await self._loop.start_tls(
                 transport,
