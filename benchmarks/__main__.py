@@ -25,7 +25,7 @@ from pathlib import Path
 
 import uvloop
 
-from benchmarks import harness, machine, report, workloads
+from benchmarks import harness, machine, procstat, report, workloads
 from benchmarks.context import Context
 from benchmarks.environment import Environment
 from benchmarks.measure import Limits
@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted: stopping everything this run started", file=sys.stderr)
     finally:
+        procstat.kill_started()
         env.stop()
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -19,6 +19,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 TICK = float(os.sysconf("SC_CLK_TCK"))
+# Load generators this process started and has not reaped yet, so that an interrupted run
+# can kill them by PID (``kill_started``) instead of leaving them to their own timeouts.
+STARTED: set[subprocess.Popen[bytes]] = set()
+
+
+def start(argv: Sequence[str], **kwargs: object) -> subprocess.Popen[bytes]:
+    proc: subprocess.Popen[bytes] = subprocess.Popen(list(argv), **kwargs)  # type: ignore[call-overload]
+    STARTED.add(proc)
+    return proc
+
+
+def kill_started() -> None:
+    for proc in list(STARTED):
+        if proc.returncode is None and proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        STARTED.discard(proc)
 
 
 def _stat(pid: int) -> list[str] | None:
@@ -108,11 +125,13 @@ def wait_measured(proc: subprocess.Popen[bytes], timeout: float) -> float:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
         if pid == proc.pid:
             proc.returncode = os.waitstatus_to_exitcode(status)
+            STARTED.discard(proc)
             return rusage_seconds(usage)
         if time.monotonic() > deadline:
             proc.kill()
             _, status, usage = os.wait4(proc.pid, 0)
             proc.returncode = os.waitstatus_to_exitcode(status)
+            STARTED.discard(proc)
             raise TimeoutError(f"{' '.join(map(str, proc.args))} (pid {proc.pid}) still running after {timeout:.0f}s: killed")
         time.sleep(0.005)
 
@@ -125,13 +144,13 @@ def run_measured(argv: Sequence[str], timeout: float, log: Path) -> tuple[int, s
     """Run ``argv`` to completion: (exit code, stdout, wall seconds, CPU seconds from wait4).
 
     stderr goes to ``log``; past ``timeout`` the process is killed and TimeoutError raised."""
-    start = time.monotonic()
+    began = time.monotonic()
     with log.open("ab") as err, open(os.devnull, "rb") as null:
-        proc = subprocess.Popen(list(argv), stdin=null, stdout=subprocess.PIPE, stderr=err)
+        proc = start(argv, stdin=null, stdout=subprocess.PIPE, stderr=err)
     assert proc.stdout is not None
     try:
         cpu = wait_measured(proc, timeout)
     finally:
         out = proc.stdout.read().decode(errors="replace")
         proc.stdout.close()
-    return proc.returncode or 0, out, time.monotonic() - start, cpu
+    return proc.returncode or 0, out, time.monotonic() - began, cpu

@@ -34,19 +34,25 @@ def _figures(summary: Summary) -> dict[str, Any]:
     }
 
 
+def _peers(result: WorkloadResult) -> dict[str, Summary]:
+    return {c.system: result.summaries[c.label] for c in result.workload.cases
+            if c.system in PEERS and c.label in result.summaries and result.summaries[c.label].ok}
+
+
 def rows(results: list[WorkloadResult]) -> list[dict[str, Any]]:
     """One row per (workload, bulkmail variant), with the peers measured on that workload
-    (f and g run bulkmail alone: their peers are those of workload a in the same run, if any)."""
+    (d, f and g run the newsletter of a: peers they do not run themselves come from a, if it ran;
+    ``peers_from`` says which workload each peer's figures come from)."""
     by_key = {r.workload.key: r for r in results}
     out: list[dict[str, Any]] = []
     for result in results:
         cases = result.workload.cases
-        peers = {c.system: result.summaries[c.label] for c in cases if c.system in PEERS and c.label in result.summaries}
-        peers_from = result.workload.key
-        if not peers and result.workload.key in ("f", "g") and "a" in by_key:
-            ref = by_key["a"]
-            peers = {c.system: ref.summaries[c.label] for c in ref.workload.cases if c.system in PEERS and c.label in ref.summaries}
-            peers_from = "a"
+        peers = _peers(result)
+        peers_from = {system: result.workload.key for system in peers}
+        if result.workload.key in ("d", "f", "g") and "a" in by_key:  # the same newsletter: a's peers fill the gaps
+            for system, summary in _peers(by_key["a"]).items():
+                if system not in peers:
+                    peers[system], peers_from[system] = summary, "a"
         engines = [result.summaries[c.label] for c in cases if c.system == "bulkmail" and c.label in result.summaries]
         for engine in engines or [None]:
             row: dict[str, Any] = {"workload": result.workload.key, "variant": engine.label if engine else None,
@@ -138,14 +144,19 @@ def chart(table: list[dict[str, Any]], path: Path) -> Path | None:
         return None
     series = [("engine_msgs_per_s", "bulkmail"), ("postfix_msgs_per_s", "Postfix relay"), ("ceiling_msgs_per_s", "smtp-source → smtp-sink"),
               ("client_msgs_per_s", "bulkmail client alone"), ("naive_msgs_per_s", "naive aiosmtplib")]
+    series = [(key, name) for key, name in series if any(row.get(key) for row in table)]
+    if not series:
+        return None
     labels = [row["workload"] + (f"\n{row['variant'].removeprefix('bulkmail ')}" if row["workload"] in ("f", "g") else "") for row in table]
     fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(table) + 2), 5))
     width = 0.8 / len(series)
     for i, (key, name) in enumerate(series):
-        values = [row.get(key) or 0 for row in table]
-        ax.bar([x + i * width for x in range(len(table))], values, width, label=name)
+        points = [(x + i * width, row[key]) for x, row in enumerate(table) if row.get(key)]
+        bars = ax.bar([p[0] for p in points], [p[1] for p in points], width, label=name)
+        ax.bar_label(bars, labels=[f"{p[1]:,.0f}" for p in points], fontsize=6, rotation=90, padding=2)
     ax.set_xticks([x + 0.4 - width / 2 for x in range(len(table))], labels)
     ax.set_yscale("log")
+    ax.margins(y=0.25)
     ax.set_ylabel("messages (recipients for c) per second, log scale")
     ax.set_title("bulkmail benchmark: throughput per system and workload (median)")
     ax.legend(fontsize=8)

@@ -20,7 +20,7 @@ import time
 
 from benchmarks.context import Context
 from benchmarks.measure import BenchError, Run
-from benchmarks.procstat import CpuMeter, run_measured, wait_measured
+from benchmarks.procstat import CpuMeter, run_measured, start, wait_measured
 from benchmarks.workloads import DOMAIN, SENDER, Case, MessageTemplate, Workload
 
 SMTP_SOURCE = "/usr/sbin/smtp-source"
@@ -48,26 +48,26 @@ async def run_smtp_source(ctx: Context, workload: Workload, case: Case, units: i
     sessions, counts = _split(ctx.connections, len(targets)), _split(transactions, len(targets))
     before = ctx.env.sink_messages()
     meter = CpuMeter({"sinks": ctx.env.sink_pids}).start()
-    start = time.monotonic()
+    began = time.monotonic()
     procs = []
     with open(ctx.workdir / "smtp-source.log", "ab") as log:
         for i, ((host, port), s, m) in enumerate(zip(targets, sessions, counts, strict=True)):
             argv = [SMTP_SOURCE, "-d", "-s", str(max(s, 1)), "-m", str(m), "-r", str(workload.rcpts_per_txn),
                     "-N", "-F", str(message), "-f", SENDER, "-t", f"bench@d{i}.{DOMAIN}",
                     "-M", f"client.{DOMAIN}", f"{host}:{port}"]
-            procs.append(subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log))
+            procs.append(start(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log))
     timeout = ctx.limits.run_timeout(units)
     cpu = 0.0
     try:
         for proc in procs:
-            cpu += await asyncio.to_thread(wait_measured, proc, max(timeout - (time.monotonic() - start), 1.0))
+            cpu += await asyncio.to_thread(wait_measured, proc, max(timeout - (time.monotonic() - began), 1.0))
     except TimeoutError as exc:
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
         raise BenchError(f"smtp-source: {exc}") from None
-    seconds = time.monotonic() - start
+    seconds = time.monotonic() - began
     failed = [proc.returncode for proc in procs if proc.returncode]
     seen = await _sink_delta(ctx, before, transactions)
     cpu_groups = {"system": cpu, **meter.stop()}
