@@ -118,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     document = report.write(results, info, settings, command)
     print("\n" + report.system_table(results))
     print("\n" + report.ratio_table(document["results"]))
+    print("\n" + "\n".join(report.targets(document["results"])))
     print(f"\nwrote {report.RESULTS / 'latest.json'}, {report.RESULTS / 'throughput.png'}, {report.HERE / 'RESULTS.md'}")
     failed = any(s.errors for r in results for s in r.summaries.values())
     return 1 if failed else 0

@@ -96,6 +96,31 @@ def _status_cost(out: list[dict[str, Any]]) -> None:
                 row["status_cost_pct"] = round((off - on) / off * 100, 1)
 
 
+# Issue 5's targets: (workload, row key, comparison, goal, what it says)
+TARGETS = (
+    ("a", "engine_vs_postfix", ">=", 20.0, "bulkmail / Postfix relay"),
+    ("a", "engine_vs_ceiling", ">=", 0.5, "bulkmail / smtp-source into smtp-sink"),
+    ("a", "engine_vs_naive", ">=", 2.0, "bulkmail / naive aiosmtplib sender"),
+    ("a", "client_vs_naive", ">=", 5.0, "bulkmail client alone / aiosmtplib (issue 3)"),
+    ("d", "p99_ms", "<=", 50.0, "transactional p99 submit-to-250, ms"),
+    ("e", "redis_bytes_per_recipient", "<=", 200.0, "Redis bytes per queued recipient"),
+    ("e", "worker_peak_rss_mb", "<=", 150.0, "worker peak RSS, MB"),
+    ("g", "status_cost_pct", "<=", 10.0, "throughput lost to status reporting, %"),
+)
+
+
+def targets(table: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    for workload, key, op, goal, what in TARGETS:
+        values = [row[key] for row in table if row["workload"] == workload and row.get(key) is not None]
+        if not values:
+            continue
+        value = values[0]
+        met = value >= goal if op == ">=" else value <= goal
+        lines.append(f"{'met    ' if met else 'NOT met'}  {workload}: {what} = {value:,.2f} (target {op} {goal:g})")
+    return lines
+
+
 def _fmt(value: Any, spec: str = ",.0f") -> str:
     return "-" if value is None else format(value, spec)
 
@@ -121,13 +146,16 @@ RATIO_COLUMNS = (
     ("engine_cpu_us_per_msg", "CPU us", ",.0f"), ("postfix_msgs_per_s", "postfix/s", ",.0f"),
     ("ceiling_msgs_per_s", "smtp-source/s", ",.0f"), ("naive_msgs_per_s", "naive/s", ",.0f"),
     ("engine_vs_postfix", "x postfix", ".2f"), ("engine_vs_ceiling", "x ceiling", ".2f"),
-    ("engine_vs_naive", "x naive", ".2f"), ("p99_ms", "p99 ms", ".1f"),
+    ("engine_vs_naive", "x naive", ".2f"), ("p99_ms", "p99 ms", ".1f"), ("postfix_p99_ms", "postfix p99", ".1f"),
+    ("redis_bytes_per_recipient", "Redis B/rcpt", ",.0f"), ("worker_peak_rss_mb", "RSS MB", ",.0f"),
+    ("status_cost_pct", "status cost %", ".1f"),
 )
 
 
 def ratio_table(table: list[dict[str, Any]], markdown: bool = False) -> str:
-    cells = [[_fmt(row.get(key), spec) if spec != "s" else str(row.get(key) or "-") for key, _, spec in RATIO_COLUMNS] for row in table]
-    heads = [head for _, head, _ in RATIO_COLUMNS]
+    columns = [c for c in RATIO_COLUMNS if c[0] in ("workload", "variant") or any(row.get(c[0]) is not None for row in table)]
+    cells = [[_fmt(row.get(key), spec) if spec != "s" else str(row.get(key) or "-") for key, _, spec in columns] for row in table]
+    heads = [head for _, head, _ in columns]
     if markdown:
         return "\n".join(["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)] + ["| " + " | ".join(c) + " |" for c in cells])
     widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(heads)]
@@ -191,6 +219,8 @@ def markdown(document: dict[str, Any], results: list[WorkloadResult], png: Path 
         "\n".join(f"- {key}: {value}" for key, value in settings.items()) + "\n",
         "## bulkmail against its peers (medians)\n",
         ratio_table(document["results"], markdown=True) + "\n",
+        "## Issue 5 targets (from this run)\n",
+        "```\n" + ("\n".join(targets(document["results"])) or "(no workload that a target needs was run)") + "\n```\n",
         "## Every system (median rate, ±half the min-max spread over the repeats, CPU per message)\n",
         "```\n" + system_table(results) + "\n```\n",
     ]
