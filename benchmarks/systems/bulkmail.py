@@ -88,6 +88,7 @@ class Serve:
         self.proc: subprocess.Popen[bytes] | None = None
 
     async def start(self, redis_url: str, timeout: float = 30.0) -> None:
+        """Start serve; return once every worker waits for work (bounded by ``timeout``)."""
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         probe = open_redis(redis_url)
@@ -96,8 +97,11 @@ class Serve:
             while True:
                 if self.proc.poll() is not None:
                     raise BenchError(f"bulkmail serve exited {self.proc.returncode}: {self.tail()}")
-                clients = (await probe.info("clients"))["connected_clients"]
-                if clients > self.workers and len(children(self.proc.pid)) >= self.workers:
+                # an idle worker blocks on the wake list; if none is seen blocking, connections will do
+                listing = await probe.client_list()
+                blocked = sum("b" in entry.get("flags", "") for entry in listing)
+                waited = time.monotonic() - (deadline - timeout)
+                if blocked >= self.workers or (waited > 10 and len(listing) > 2 * self.workers):
                     return
                 if time.monotonic() > deadline:
                     raise BenchError(f"bulkmail serve: {self.workers} workers not connected to Redis after {timeout:.0f}s: {self.tail()}")
