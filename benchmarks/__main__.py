@@ -34,7 +34,8 @@ SYSTEM_NAMES = ("smtp-source", "client", "naive", "postfix", "bulkmail")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.split("\n", 1)[0])
+    p = argparse.ArgumentParser(prog="scripts/bench", description="bulkmail side by side with Postfix and the SMTP ceiling (issue 5), in one run.",
+                                epilog=__doc__.split("\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small counts for a smoke run (2,000 messages, e: 20,000, 1 repeat)")
     p.add_argument("--only", metavar="a,b,...", help="workloads: a, b (= b20,b100), b20, b100, c, d, e, f, g (default: all)")
     p.add_argument("--systems", metavar="LIST", help=f"systems to run, of {','.join(SYSTEM_NAMES)} (default: all)")
@@ -60,6 +61,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
             p.error(f"unknown systems {sorted(unknown)}; choose from {','.join(SYSTEM_NAMES)}")
     if min(args.repeat, args.messages, args.e_recipients, args.hosts, args.connections) < 1 or args.ceiling_hosts > args.hosts:
         p.error("counts must be positive and --ceiling-hosts at most --hosts")
+    if args.hosts > 99:
+        p.error("--hosts is at most 99 (127.0.1.100 is the transactional domain's MX)")
     return args
 
 
@@ -118,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     document = report.write(results, info, settings, command)
     print("\n" + report.system_table(results))
     print("\n" + report.ratio_table(document["results"]))
-    print("\n" + "\n".join(report.targets(document["results"])))
+    checks = report.targets(document["results"])
+    if checks:
+        print("\nissue 5 targets:\n" + "\n".join(checks))
     print(f"\nwrote {report.RESULTS / 'latest.json'}, {report.RESULTS / 'throughput.png'}, {report.HERE / 'RESULTS.md'}")
     failed = any(s.errors for r in results for s in r.summaries.values())
     return 1 if failed else 0
