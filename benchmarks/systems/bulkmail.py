@@ -56,18 +56,24 @@ def bulkmail_argv() -> list[str]:
     return [found] if found else [sys.executable, "-m", "workers.cli"]
 
 
-def toml_text(config: dict[str, dict[str, Any]]) -> str:
-    """Sections of scalars only: all the engine configuration needs."""
+def toml_text(config: dict[str, Any], prefix: str = "") -> str:
+    """Nested tables of scalars and lists: all the engine configuration needs."""
 
     def value(v: Any) -> str:
         if isinstance(v, bool):
             return "true" if v else "false"
         if isinstance(v, int | float):
             return repr(v)
+        if isinstance(v, list | tuple):
+            return "[" + ", ".join(value(item) for item in v) + "]"
         return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
-    return "".join(f"[{name}]\n" + "".join(f"{k} = {value(v)}\n" for k, v in section.items()) + "\n"
-                   for name, section in config.items())
+    text = ""
+    for name, section in config.items():
+        table = f"{prefix}{name}"
+        text += f"[{table}]\n" + "".join(f"{k} = {value(v)}\n" for k, v in section.items() if not isinstance(v, dict)) + "\n"
+        text += toml_text({k: v for k, v in section.items() if isinstance(v, dict)}, f"{table}.")
+    return text
 
 
 def job_file(ctx: Context, workload: Workload, recipients: int) -> Path:
