@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
+from engine.errors import InputError
+
 TlsPolicy = Literal["none", "opportunistic", "required", "verify"]
 TLS_POLICIES: tuple[str, ...] = ("none", "opportunistic", "required", "verify")
 
@@ -50,10 +52,7 @@ class SmtpConfig:
     ca_file: str | None = None  # None: the system trust store
     timeouts: SmtpTimeouts = field(default_factory=SmtpTimeouts)
     limits: SmtpLimits = field(default_factory=SmtpLimits)
-    max_rcpt_per_txn: int = 50  # Postfix default_destination_recipient_limit
-    max_msgs_per_conn: int = 1000  # KumoMTA max_deliveries_per_connection is 1024
-    max_conns_per_mx: int = 10  # per worker process; the policy issue shares limits via Redis
-    idle_timeout: float = 5.0  # close a connection idle this long (KumoMTA idle_timeout is 60 s)
+    max_conns_per_mx: int = 20  # per worker process and MX host; fleet-wide limits are in [shaping]
     pipeline_depth: int = 2  # transactions written ahead on one connection
     allow_private_mx: bool = False
 
@@ -111,6 +110,55 @@ class WorkerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class Limits:
+    """Defaults follow Postfix (destination concurrency 20 starting at 5, 50 recipients per
+    transaction) and KumoMTA (no rate limit unless configured, ~1000 messages per connection)."""
+
+    max_connections: int = 20  # per bucket, all workers together
+    initial_connections: int = 5  # slow start; grows by one per success run (Postfix-style)
+    max_new_connections_per_minute: int = 0  # 0: unlimited
+    max_messages_per_connection: int = 1000
+    max_recipients_per_transaction: int = 50
+    messages_per_second: float = 0.0  # 0: unlimited
+    messages_per_minute: float = 0.0
+    messages_per_hour: float = 0.0
+    idle_timeout: float = 5.0
+
+    def rate_windows(self) -> tuple[tuple[float, float], ...]:
+        """(refill per second, capacity) of each configured rate limit."""
+        windows = []
+        for rate, seconds in (
+            (self.messages_per_second, 1.0),
+            (self.messages_per_minute, 60.0),
+            (self.messages_per_hour, 3600.0),
+        ):
+            if rate > 0:
+                windows.append((rate / seconds, max(rate, 1.0)))
+        return tuple(windows)
+
+
+@dataclass(frozen=True, slots=True)
+class AdaptiveConfig:
+    """Additive increase, multiplicative decrease on 'slow down' signals."""
+
+    decrease_factor: float = 0.5
+    increase_every: int = 1  # one more connection per <current limit> deliveries (Postfix's rule)
+    rate_step: float = 0.1  # rate factor regained per success run
+    min_rate_factor: float = 0.05
+    cooldown: float = 10.0  # seconds: one burst of 421s counts as one signal
+    min_connections: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ShapingConfig:
+    default: Limits = field(default_factory=Limits)
+    mx_suffix: tuple[tuple[str, Mapping[str, Any]], ...] = ()
+    site: tuple[tuple[str, Mapping[str, Any]], ...] = ()
+    domain: tuple[tuple[str, Mapping[str, Any]], ...] = ()
+    adaptive: AdaptiveConfig = field(default_factory=AdaptiveConfig)
+
+
+@dataclass(frozen=True, slots=True)
 class EngineConfig:
     redis: RedisConfig = field(default_factory=RedisConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
@@ -118,13 +166,17 @@ class EngineConfig:
     dns: DnsConfig = field(default_factory=DnsConfig)
     retry: RetryConfig = field(default_factory=RetryConfig)
     worker: WorkerConfig = field(default_factory=WorkerConfig)
+    shaping: ShapingConfig = field(default_factory=ShapingConfig)
 
     def to_mapping(self) -> dict[str, Any]:
         return _to_mapping(self)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> EngineConfig:
-        result: EngineConfig = _from_mapping(cls, data)
+        rest = {key: value for key, value in data.items() if key != "shaping"}
+        result: EngineConfig = _from_mapping(cls, rest)
+        if "shaping" in data:
+            result = replace(result, shaping=parse_shaping(data["shaping"]))
         return result
 
 
@@ -150,6 +202,47 @@ def _from_mapping(cls: Any, data: Mapping[str, Any]) -> Any:
         else:
             kwargs[key] = value
     return cls(**kwargs)
+
+
+_LIMIT_FIELDS = {f.name: f.type for f in fields(Limits)}
+_ADAPTIVE_FIELDS = {f.name for f in fields(AdaptiveConfig)}
+
+
+def _override(where: str, data: Any) -> dict[str, Any]:
+    if not isinstance(data, Mapping):
+        raise InputError("must be a table of limits", field=where)
+    result: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in _LIMIT_FIELDS:
+            raise InputError(f"unknown limit (known: {', '.join(_LIMIT_FIELDS)})", field=f"{where}.{key}")
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise InputError("must be a number >= 0", field=f"{where}.{key}")
+        result[key] = float(value) if _LIMIT_FIELDS[key] == "float" else int(value)
+    return result
+
+
+def parse_shaping(data: Mapping[str, Any]) -> ShapingConfig:
+    """The ``[shaping]`` table of the TOML config; errors name the key."""
+    known = {"default", "mx_suffix", "site", "domain", "adaptive"}
+    for key in data:
+        if key not in known:
+            raise InputError(f"unknown section (known: {', '.join(sorted(known))})", field=f"shaping.{key}")
+    default = replace(Limits(), **_override("shaping.default", data.get("default", {})))
+    groups = {}
+    for kind in ("mx_suffix", "site", "domain"):
+        table = data.get(kind, {})
+        if not isinstance(table, Mapping | list):
+            raise InputError("must be a table", field=f"shaping.{kind}")
+        pairs = table.items() if isinstance(table, Mapping) else table  # TOML tables, or to_mapping() pairs
+        groups[kind] = tuple(
+            (str(name).lower(), _override(f"shaping.{kind}.{name}", value)) for name, value in pairs
+        )
+    adaptive_data = data.get("adaptive", {})
+    unknown = set(adaptive_data) - _ADAPTIVE_FIELDS
+    if unknown:
+        raise InputError("unknown setting", field=f"shaping.adaptive.{sorted(unknown)[0]}")
+    adaptive = replace(AdaptiveConfig(), **adaptive_data)
+    return ShapingConfig(default, groups["mx_suffix"], groups["site"], groups["domain"], adaptive)
 
 
 def redis_from_env(url: str | None = None, env: Mapping[str, str] | None = None) -> RedisConfig:

@@ -24,6 +24,7 @@ from engine.errors import InputError, QueueError, QueueUnavailable
 from engine.queue.audit import audit_job
 from engine.queue.connect import resolve_url
 from engine.queue.embedded import stop_embedded
+from workers import control
 from workers.progress import ProgressLine
 
 EXIT_FAIL, EXIT_INPUT, EXIT_REDIS, EXIT_NOT_FOUND = 1, 2, 3, 4
@@ -72,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit", help="check that every recipient has exactly one state (all jobs, or one)")
     _add_redis(audit)
     audit.add_argument("job", nargs="?", default=None)
+
+    control.add_commands(sub, _add_redis)
 
     redis_cmd = sub.add_parser("redis", help="the embedded redis-server: url, start, stop")
     _add_redis(redis_cmd)
@@ -226,9 +229,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_serve(args)
         if args.command == "redis":
             return cmd_redis(args)
-        handler: Any = {"submit": cmd_submit, "status": cmd_status, "events": cmd_events, "audit": cmd_audit}[
-            args.command
-        ]
+        handlers: dict[str, Any] = {"submit": cmd_submit, "status": cmd_status, "events": cmd_events, "audit": cmd_audit}
+        handler = handlers.get(args.command) or control.HANDLERS[args.command]
         return int(asyncio.run(handler(args)))
     except InputError as exc:
         print(f"error: invalid job: {exc}", file=sys.stderr)

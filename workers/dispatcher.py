@@ -1,11 +1,15 @@
-"""One dispatcher per site (domains sharing an MX host set): its queue of
-transactions, the connections that drain it, and which MX host is usable.
+"""One dispatcher per shaping bucket (a site: domains sharing an MX host set,
+or a domain with its own limits): its queue of transactions, the connections
+that drain it, and which MX host is usable.
 
-Connections are persistent and pipelined: each keeps up to
-``pipeline_depth`` transactions written ahead. A host that cannot be reached
-or refuses the session is skipped for a while and the next MX in preference
-order is used; when every host is down the whole site's backlog is deferred
-at once instead of one connection attempt per recipient.
+Connections are persistent and pipelined: each keeps up to ``pipeline_depth``
+transactions written ahead. Opening one takes a fleet-wide slot from Redis
+(workers/policy.py), so the bucket's connection limit holds across workers;
+rate limits are tokens from Redis too. A host that cannot be reached or
+refuses the session is skipped for a while and the next MX in preference order
+is used; when every host is down the whole backlog is deferred at once (and
+the bucket marked down for the other workers) instead of one connection
+attempt per recipient. Transactional mail goes to the front of the queue.
 """
 
 from __future__ import annotations
@@ -14,71 +18,97 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
-
-from engine.net.smtp_protocol import SmtpSession
+from dataclasses import dataclass
 
 from engine.classify import Verdict, from_error, from_reply, is_too_many_recipients
 from engine.clock import Clock
 from engine.config import SmtpConfig
 from engine.errors import BulkmailError, ConnectError
 from engine.mx import MxHost, is_private_address
-from engine.outcome import BOUNCED
-from engine.smtp.transaction import SessionLost, TransactionResult
-from workers.pools import HostPools
+from engine.net.smtp_protocol import SmtpSession
+from engine.net.tls import TlsContexts
+from engine.outcome import BOUNCED, DEFERRED
+from engine.queue.sites import SiteState
+from engine.smtp.transaction import SessionLost, SessionRefused, TransactionResult
+from engine.throttle import slow_down_reason
+from workers.policy import SitePolicy
+from workers.pools import HostPools, Pooled
 from workers.settle import Settler
 from workers.work import Unit
 
 log = logging.getLogger("bulkmail.dispatch")
 
 MAX_REQUEUES = 3  # connection failures before a unit is deferred instead of retried at once
+PAUSED_RETRY = 60.0  # seconds: mail for a paused site comes back this often to look again
+
+
+@dataclass(frozen=True, slots=True)
+class Shared:
+    """What every dispatcher of a worker uses."""
+
+    pools: HostPools
+    smtp: SmtpConfig
+    tls: TlsContexts
+    settler: Settler
+    clock: Clock
+    date: Callable[[], bytes]
+    down_seconds: float
 
 
 class SiteDispatcher:
-    def __init__(
-        self,
-        site: str,
-        hosts: tuple[MxHost, ...],
-        *,
-        pools: HostPools,
-        smtp: SmtpConfig,
-        settler: Settler,
-        clock: Clock,
-        date: Callable[[], bytes],
-        down_seconds: float,
-    ) -> None:
-        self.site = site
+    def __init__(self, bucket: str, hosts: tuple[MxHost, ...], policy: SitePolicy, shared: Shared) -> None:
+        self.bucket = bucket
         self.hosts = hosts
-        self.pools = pools
-        self.smtp = smtp
-        self.settler = settler
-        self.clock = clock
-        self.date = date
-        self.down_seconds = down_seconds
+        self.policy = policy
+        self.shared = shared
         self.queue: deque[Unit] = deque()
         self.tasks: set[asyncio.Task[None]] = set()
         self.active: set[SmtpSession] = set()
         self.down_until: dict[str, float] = {}
         self.last_error: BaseException | None = None
         self.stopping = False
+        self._spawn_after = 0.0
 
     def __repr__(self) -> str:
-        return f"<SiteDispatcher {self.site} [queued {len(self.queue)} | connections {len(self.tasks)}]>"
+        return f"<SiteDispatcher {self.bucket} [queued {len(self.queue)} | connections {len(self.tasks)}]>"
+
+    @property
+    def backlog(self) -> int:
+        return sum(len(unit.items) for unit in self.queue)
 
     # ---- queue --------------------------------------------------------------
 
     def enqueue(self, unit: Unit) -> None:
-        if self._live_host() is None:
-            self._fail(unit, self.last_error or ConnectError(f"no usable MX host for {self.site}"))
+        state = self.policy.state
+        if state.paused:
+            self._defer(unit, Verdict(DEFERRED, 0, "4.3.2", f"site {self.bucket} paused by the operator"))
             return
-        self.queue.append(unit)
+        if self._live_host() is None or state.down_until > self.shared.clock.wall():
+            self._fail(unit, self.last_error or ConnectError(f"every MX host of {self.bucket} failed recently"))
+            return
+        if unit.job.meta.priority == "transactional":
+            self.queue.appendleft(unit)
+        else:
+            self.queue.append(unit)
         self._spawn()
+
+    def apply(self, state: SiteState) -> None:
+        """Fleet-wide state from the last sync: a pause or a 'down' mark empties the queue."""
+        if state.paused and self.queue:
+            verdict = Verdict(DEFERRED, 0, "4.3.2", f"site {self.bucket} paused by the operator")
+            for unit in self._take_all():
+                self._defer(unit, verdict)
+        elif state.down_until > self.shared.clock.wall() and self.queue:
+            error = self.last_error or ConnectError(f"every MX host of {self.bucket} failed recently")
+            for unit in self._take_all():
+                self._fail(unit, error)
+        elif self.queue:
+            self._spawn()
 
     def abandon(self) -> list[Unit]:
         """Draining: hand back what was never started (its recipients are released)."""
         self.stopping = True
-        units = list(self.queue)
-        self.queue.clear()
-        return units
+        return self._take_all()
 
     def abort_connections(self) -> None:
         """Drain timeout: cut the sessions; pending transactions fail as SessionLost and
@@ -86,92 +116,135 @@ class SiteDispatcher:
         for session in list(self.active):
             session.abort()
 
+    def _take_all(self) -> list[Unit]:
+        units = list(self.queue)
+        self.queue.clear()
+        return units
+
     def _fail(self, unit: Unit, error: BaseException, mx: str = "") -> None:
         verdict = from_error(error)
         for item in unit.live_items():
-            self.settler.settle(unit.job, item, verdict, mx)
+            self.shared.settler.settle(unit.job, item, verdict, mx, bucket=self.bucket)
+
+    def _defer(self, unit: Unit, verdict: Verdict) -> None:
+        for item in unit.live_items():
+            self.shared.settler.settle(unit.job, item, verdict, bucket=self.bucket, attempted=False, retry_in=PAUSED_RETRY)
 
     # ---- hosts --------------------------------------------------------------
 
     def _live_host(self) -> MxHost | None:
-        now = self.clock.monotonic()
+        now = self.shared.clock.monotonic()
         for host in self.hosts:
             if self.down_until.get(host.name, 0.0) <= now:
                 return host
         return None
 
     def _host_failed(self, host: MxHost, error: BaseException) -> None:
-        log.info("MX %s for %s unusable: %s", host.name, self.site, error)
-        self.down_until[host.name] = self.clock.monotonic() + self.down_seconds
+        log.info("MX %s for %s unusable: %s", host.name, self.bucket, error)
+        self.down_until[host.name] = self.shared.clock.monotonic() + self.shared.down_seconds
         self.last_error = error
+        if isinstance(error, SessionRefused):
+            reason = slow_down_reason(error.reply)
+            if reason:
+                self.policy.slow_down(reason)
         if self._live_host() is None:
-            backlog = list(self.queue)
-            self.queue.clear()
-            for unit in backlog:
+            until = self.shared.clock.wall() + self.shared.down_seconds
+            self.policy.background(self.policy.store.mark_down(self.bucket, until, f"{host.name}: {error}"[:200]))
+            for unit in self._take_all():
                 self._fail(unit, error, host.name)
-
-    def _pool_key(self, host: MxHost) -> str:
-        return f"{host.name}:{self.smtp.port}"
 
     # ---- connections --------------------------------------------------------
 
     def _spawn(self) -> None:
-        while self.queue and not self.stopping and len(self.queue) > len(self.tasks):
+        loop = asyncio.get_running_loop()
+        if self.stopping or loop.time() < self._spawn_after:
+            return
+        limit = max(self.policy.state.connections, 1)
+        while self.queue and len(self.queue) > len(self.tasks) and len(self.tasks) < limit:
             host = self._live_host()
             if host is None:
                 return
-            key = self._pool_key(host)
-            session = self.pools.take_idle(key)
-            if session is None and not self.pools.reserve(key):
-                return  # at the host's connection cap; a finishing connection re-spawns
-            task = asyncio.get_running_loop().create_task(self._connection(host, key, session))
+            key = f"{self.bucket}|{host.name}:{self.shared.smtp.port}"
+            entry = self.shared.pools.take_idle(key)
+            if entry is None and not self.shared.pools.reserve(key):
+                return  # at the per-process host cap; a finishing connection re-spawns
+            task = loop.create_task(self._connection(host, key, entry))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
 
-    async def _connection(self, host: MxHost, key: str, session: SmtpSession | None) -> None:
+    def _spawn_later(self, seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        self._spawn_after = loop.time() + seconds
+        loop.call_later(seconds, self._spawn)
+
+    async def _connection(self, host: MxHost, key: str, entry: Pooled | None) -> None:
+        pools = self.shared.pools
         try:
-            if session is None:
-                try:
-                    session = await self._open(host)
-                except (BulkmailError, OSError) as exc:
-                    self.pools.unreserve(key)
-                    self._host_failed(host, exc)
+            if entry is None:
+                entry = await self._open_pooled(host, key)
+                if entry is None:
                     return
-                self.pools.opened += 1
-            self.active.add(session)
-            await self._pump(session)
+            self.active.add(entry.session)
+            await self._pump(entry.session)
         finally:
-            if session is not None:
-                self.active.discard(session)
-                self.pools.park(key, session)
+            if entry is not None:
+                self.active.discard(entry.session)
+                pools.park(key, entry)
             if self.queue and not self.stopping:
                 asyncio.get_running_loop().call_soon(self._spawn)
 
+    async def _open_pooled(self, host: MxHost, key: str) -> Pooled | None:
+        pools = self.shared.pools
+        slot, wait, why = await self.policy.acquire_connection()
+        if slot is None:
+            pools.unreserve(key)
+            if why in ("paused", "down"):
+                self.apply(await self.policy.sync(self.backlog))
+            else:
+                self._spawn_later(wait)
+            return None
+        try:
+            session = await self._open(host)
+        except (BulkmailError, OSError) as exc:
+            pools.unreserve(key)
+            self.policy.release_connection(slot)
+            self._host_failed(host, exc)
+            return None
+        pools.opened += 1
+        limits = self.policy.limits
+        return Pooled(session, slot, self.policy.release_connection, limits.idle_timeout,
+                      limits.max_messages_per_connection)
+
     async def _open(self, host: MxHost) -> SmtpSession:
+        smtp = self.shared.smtp
         last: BaseException = ConnectError(f"MX {host.name} has no address")
         for address in host.addresses:
-            if not self.smtp.allow_private_mx and is_private_address(address):
+            if not smtp.allow_private_mx and is_private_address(address):
                 last = ConnectError(
                     f"MX {host.name} resolves to private address {address}; refused (see --allow-private-mx)"
                 )
                 continue
             try:
-                return await SmtpSession.connect(address, self.smtp.port, server_name=host.name, config=self.smtp)
+                return await SmtpSession.connect(
+                    address, smtp.port, server_name=host.name, config=smtp,
+                    ssl_context=self.shared.tls.get(smtp.tls_policy),
+                )  # fmt: skip
             except ConnectError as exc:
                 last = exc
         raise last
 
     async def _pump(self, session: SmtpSession) -> None:
         pending: deque[tuple[Unit, asyncio.Future[TransactionResult]]] = deque()
-        depth = max(1, self.smtp.pipeline_depth)
+        depth = max(1, self.shared.smtp.pipeline_depth)
+        max_msgs = self.policy.limits.max_messages_per_connection
         while True:
-            while (
-                len(pending) < depth
-                and self.queue
-                and not self.stopping
-                and session.usable
-                and session.transactions < self.pools.max_msgs
-            ):
+            while len(pending) < depth and self.queue and not self.stopping and session.usable:
+                if session.transactions >= max_msgs:
+                    break
+                if self.policy.rate_limited:
+                    await self.policy.take_token()
+                    if not self.queue:
+                        break
                 unit = self.queue.popleft()
                 submitted = self._submit(session, unit)
                 if submitted is not None:
@@ -194,36 +267,48 @@ class SiteDispatcher:
         if not unit.items:
             return None
         try:
-            txn = unit.job.transaction(unit, unit.items, self.date())
+            txn = unit.job.transaction(unit, unit.items, self.shared.date())
         except (BulkmailError, ValueError, UnicodeError) as exc:
             verdict = Verdict(BOUNCED, 0, "5.6.0", f"message could not be built: {exc}")
             for item in unit.items:
-                self.settler.settle(unit.job, item, verdict, attempted=False)
+                self.shared.settler.settle(unit.job, item, verdict, bucket=self.bucket, attempted=False)
             return None
         return session.submit(txn)
 
     def _lost(self, unit: Unit, lost: SessionLost, mx: str) -> None:
+        reason = slow_down_reason(lost.reply)
+        if reason:
+            self.policy.slow_down(reason)
+        settle = self.shared.settler.settle
         if lost.unsure:
             verdict = from_reply(lost.reply, False) if lost.reply else from_error(lost)
             for item in unit.live_items():
-                self.settler.settle(unit.job, item, verdict, mx, unsure=True)
+                settle(unit.job, item, verdict, mx, bucket=self.bucket, unsure=True)
             return
         unit.requeues += 1
         if unit.requeues > MAX_REQUEUES:
             verdict = from_reply(lost.reply, False) if lost.reply else from_error(lost.reason or lost)
             for item in unit.live_items():
-                self.settler.settle(unit.job, item, verdict, mx)
+                settle(unit.job, item, verdict, mx, bucket=self.bucket)
         else:
             self.queue.appendleft(unit)
 
     def _done(self, unit: Unit, result: TransactionResult, mx: str) -> None:
         again = []
+        delivered = 0
         for item, rcpt in zip(unit.items, result.recipients, strict=True):
             if is_too_many_recipients(rcpt.reply) and unit.requeues < MAX_REQUEUES:
                 again.append(item)
                 continue
-            if item.held.lost:
-                continue
-            self.settler.settle(unit.job, item, from_reply(rcpt.reply, rcpt.delivered), mx)
+            if rcpt.delivered:
+                delivered += 1
+            else:
+                reason = slow_down_reason(rcpt.reply)
+                if reason:
+                    self.policy.slow_down(reason)
+            if not item.held.lost:
+                self.shared.settler.settle(unit.job, item, from_reply(rcpt.reply, rcpt.delivered), mx, bucket=self.bucket)
+        if delivered:
+            self.policy.delivered(delivered)
         if again:
             self.queue.appendleft(Unit(unit.job, unit.domain, again, unit.requeues + 1))

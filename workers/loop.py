@@ -24,16 +24,23 @@ from engine.clock import Clock
 from engine.config import EngineConfig
 from engine.errors import DnsError, QueueError
 from engine.net.resolver import MxResolver
+from engine.net.tls import TlsContexts
 from engine.outcome import EXPIRED
+from engine.queue.sites import SitesStore
 from engine.queue.store import ClaimedChunk, QueueStore
-from workers.dispatcher import SiteDispatcher
+from engine.shaping import resolve
+from workers.dispatcher import Shared, SiteDispatcher
 from workers.jobs import JobCache, JobContext
+from workers.policy import SitePolicy
 from workers.pools import HostPools
 from workers.reporter import Reporter
 from workers.settle import Settler
 from workers.work import Held, Item, Unit
 
 log = logging.getLogger("bulkmail.worker")
+
+TX_POLL = 0.02  # seconds between looks at the transactional lane while the window is full
+SITE_SYNC = 0.5  # seconds between syncs of each active bucket with Redis
 
 
 @dataclass(slots=True)
@@ -63,8 +70,18 @@ class WorkerLoop:
         self.reporter = Reporter(store, token, config.queue, clock, self._settled)
         self.settler = Settler(self.reporter, config.retry, clock, rng or random.Random())
         smtp = config.smtp
-        self.pools = HostPools(smtp.max_conns_per_mx, smtp.idle_timeout, smtp.max_msgs_per_conn)
+        self.pools = HostPools(smtp.max_conns_per_mx)
         self.jobs = JobCache(store, config.retry, smtp.helo)
+        self.site_store = SitesStore(store.redis, store.keys, clock, config.shaping.adaptive)
+        self.shared = Shared(
+            pools=self.pools,
+            smtp=smtp,
+            tls=TlsContexts(smtp.ca_file),
+            settler=self.settler,
+            clock=clock,
+            date=self.date,
+            down_seconds=min(60.0, config.retry.base),
+        )
         self.sites: dict[str, SiteDispatcher] = {}
         self.counters = Counters()
         self._capacity = asyncio.Event()
@@ -95,6 +112,7 @@ class WorkerLoop:
             asyncio.create_task(self.reporter.run(), name="reporter"),
             asyncio.create_task(self._heartbeat(), name="heartbeat"),
             asyncio.create_task(self._maintenance(), name="maintenance"),
+            asyncio.create_task(self._site_sync(), name="site-sync"),
         ]
         try:
             await self._claim_loop()
@@ -112,13 +130,19 @@ class WorkerLoop:
         queue = self.config.queue
         backoff = 0.05
         while not self._stopping.is_set():
+            lanes: tuple[str, ...] = ("transactional", "bulk")
             if self.outstanding >= queue.window:
+                # full of bulk work: still look for transactional mail, which must not wait for it
                 self._capacity.clear()
-                await self._capacity.wait()
-                continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._capacity.wait(), TX_POLL)
+                if self.outstanding >= queue.window:
+                    lanes = ("transactional",)
             room = (queue.window - self.outstanding) // max(queue.chunk_size, 1)
             try:
-                chunks = await self.store.claim(self.token, max(1, min(room, queue.claim_chunks)))
+                chunks = await self.store.claim(self.token, max(1, min(room, queue.claim_chunks)), lanes)
+                if not chunks and len(lanes) == 1:
+                    continue
                 if not chunks:
                     await self._idle_wait()
                 backoff = 0.05
@@ -157,6 +181,21 @@ class WorkerLoop:
                     continue  # finished while the heartbeat was on its way: not a loss
                 log.warning("lease on %s lost to another worker", key)
                 self.reporter.forget(key)
+
+    async def _site_sync(self) -> None:
+        """Send deliveries and slow-down signals, bring back fleet-wide limits, renew slots."""
+        while True:
+            await asyncio.sleep(SITE_SYNC)
+            try:
+                for site in list(self.sites.values()):
+                    policy = site.policy
+                    if site.queue or site.tasks or policy.successes or policy.signal or policy.slots:
+                        site.apply(await policy.sync(site.backlog))
+                await self.site_store.renew(
+                    [(site.bucket, slot) for site in self.sites.values() for slot in site.policy.slots]
+                )
+            except QueueError as exc:
+                log.warning("site sync failed: %s", exc)
 
     async def _maintenance(self) -> None:
         loop = asyncio.get_running_loop()
@@ -211,25 +250,17 @@ class WorkerLoop:
         except DnsError as exc:
             verdict = from_error(exc)
             for item in items:
-                self.settler.settle(job, item, verdict)
+                self.settler.settle(job, item, verdict, bucket=f"dns:{domain}")
             return
-        site = self.sites.get(route.site)
+        bucket, limits = resolve(self.config.shaping, route.site, tuple(h.name for h in route.hosts), domain)
+        site = self.sites.get(bucket)
         if site is None:
-            site = SiteDispatcher(
-                route.site,
-                route.hosts,
-                pools=self.pools,
-                smtp=self.config.smtp,
-                settler=self.settler,
-                clock=self.clock,
-                date=self.date,
-                down_seconds=min(60.0, self.config.retry.base),
-            )
-            self.sites[route.site] = site
+            policy = SitePolicy(bucket, limits, self.site_store, self.token)
+            site = self.sites[bucket] = SiteDispatcher(bucket, route.hosts, policy, self.shared)
         else:
             site.hosts = route.hosts
-        per_txn = self.config.smtp.max_rcpt_per_txn if job.template.identical else 1
-        for start in range(0, len(items), per_txn):
+        per_txn = limits.max_recipients_per_transaction if job.template.identical else 1
+        for start in range(0, len(items), max(per_txn, 1)):
             site.enqueue(Unit(job, domain, items[start : start + per_txn]))
 
     # ---- shutdown -----------------------------------------------------------

@@ -1,7 +1,9 @@
-"""Open SMTP sessions per MX host, shared by every site and job in this worker.
+"""Open SMTP sessions per (shaping bucket, MX host), kept between transactions.
 
-A connection is kept after its site's queue runs dry and handed to the next
-site that needs the same host, until it has been idle too long.
+A connection is parked when its dispatcher's queue runs dry and taken again by
+the next transaction for the same bucket and host, until it has been idle too
+long or carried its share of messages. Each session holds one of the bucket's
+fleet-wide connection slots; closing it gives the slot back.
 """
 
 from __future__ import annotations
@@ -9,30 +11,39 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from engine.net.smtp_protocol import SmtpSession
 
 
+@dataclass(slots=True, eq=False)
+class Pooled:
+    session: SmtpSession
+    slot: str
+    release: Callable[[str], None]  # gives the bucket's connection slot back
+    idle_timeout: float
+    max_msgs: int
+
+
 class HostPools:
-    def __init__(self, max_per_host: int, idle_timeout: float, max_msgs: int) -> None:
+    def __init__(self, max_per_host: int) -> None:
         self.max_per_host = max_per_host
-        self.idle_timeout = idle_timeout
-        self.max_msgs = max_msgs
-        self._open: dict[str, int] = defaultdict(int)  # sessions open or opening, per host key
-        self._idle: dict[str, list[SmtpSession]] = defaultdict(list)
-        self.opened = 0  # connections opened in this process (connection reuse figure)
+        self._open: dict[str, int] = defaultdict(int)  # sessions open or opening, per key
+        self._idle: dict[str, list[Pooled]] = defaultdict(list)
+        self.opened = 0  # connections opened in this process (the connection-reuse figure)
         self._closing: set[asyncio.Task[None]] = set()
 
     def count(self, key: str) -> int:
         return self._open[key]
 
-    def take_idle(self, key: str) -> SmtpSession | None:
+    def take_idle(self, key: str) -> Pooled | None:
         idle = self._idle.get(key)
         while idle:
-            session = idle.pop()
-            if session.usable:
-                return session
-            self._open[key] -= 1
+            entry = idle.pop()
+            if entry.session.usable:
+                return entry
+            self.close(key, entry)
         return None
 
     def reserve(self, key: str) -> bool:
@@ -44,33 +55,34 @@ class HostPools:
     def unreserve(self, key: str) -> None:
         self._open[key] -= 1
 
-    def park(self, key: str, session: SmtpSession) -> None:
-        if session.usable and session.transactions < self.max_msgs:
-            self._idle[key].append(session)
+    def park(self, key: str, entry: Pooled) -> None:
+        if entry.session.usable and entry.session.transactions < entry.max_msgs:
+            self._idle[key].append(entry)
         else:
-            self.close(key, session)
+            self.close(key, entry)
 
-    def close(self, key: str, session: SmtpSession) -> None:
+    def close(self, key: str, entry: Pooled) -> None:
         self._open[key] -= 1
-        task = asyncio.get_running_loop().create_task(session.quit())
+        entry.release(entry.slot)
+        task = asyncio.get_running_loop().create_task(entry.session.quit())
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
     def sweep(self, now: float) -> None:
-        """Close sessions idle longer than the idle timeout (now: loop.time())."""
+        """Close sessions idle longer than their bucket's idle timeout (now: loop.time())."""
         for key, idle in self._idle.items():
             keep = []
-            for session in idle:
-                if session.usable and now - session.last_used < self.idle_timeout:
-                    keep.append(session)
+            for entry in idle:
+                if entry.session.usable and now - entry.session.last_used < entry.idle_timeout:
+                    keep.append(entry)
                 else:
-                    self.close(key, session)
+                    self.close(key, entry)
             idle[:] = keep
 
     async def close_all(self) -> None:
         for key, idle in self._idle.items():
-            for session in idle:
-                self.close(key, session)
+            for entry in idle:
+                self.close(key, entry)
             idle.clear()
         if self._closing:
             with contextlib.suppress(Exception):

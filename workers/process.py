@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 from engine.clock import SystemClock
 from engine.config import EngineConfig
 from engine.net.resolver import MxResolver
+from engine.queue.connect import open_redis
 from engine.queue.store import QueueStore
 from workers.loop import WorkerLoop
 
@@ -40,8 +41,8 @@ def die_with_parent() -> None:
 async def run_worker(config: EngineConfig, token: str) -> None:
     assert config.redis.url, "the supervisor resolves the Redis URL before starting workers"
     clock = SystemClock()
-    redis = Redis.from_url(config.redis.url)
-    blocking = Redis.from_url(config.redis.url)
+    redis = open_redis(config.redis.url)
+    blocking = Redis.from_url(config.redis.url)  # BLPOP on a connection of its own
     store = QueueStore(redis, config.queue, clock)
     resolver = MxResolver(config.dns, clock)
     worker = WorkerLoop(config, store, blocking, resolver, clock, token)

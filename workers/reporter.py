@@ -18,7 +18,7 @@ from engine.codec import StoredRecipient
 from engine.config import QueueConfig
 from engine.errors import QueueError
 from engine.outcome import Outcome
-from engine.queue.store import ChunkReport, QueueStore
+from engine.queue.store import ChunkReport, QueueStore, RetryGroup
 from workers.work import Held
 
 log = logging.getLogger("bulkmail.reporter")
@@ -50,14 +50,17 @@ class Reporter:
             self._dirty[held.key] = held  # nothing to send: release the chunk at once
             self._wake.set()
 
-    def add(self, held: Held, outcome: Outcome, retry: StoredRecipient | None = None) -> None:
+    def add(self, held: Held, outcome: Outcome, retry: StoredRecipient | None = None, bucket: str = "") -> None:
         if held.lost:
             return
         held.pending.append(outcome)
         held.remaining -= 1
         if retry is not None:
-            held.retry.append(retry)
-            held.retry_at = max(held.retry_at, outcome.retry_at or 0.0)
+            group = held.retry.get(bucket)
+            if group is None:
+                group = held.retry[bucket] = RetryGroup(bucket, [], 0.0)
+            group.records.append(retry)
+            group.retry_at = max(group.retry_at, outcome.retry_at or 0.0)
         self._dirty[held.key] = held
         self._unreported += 1
         self._on_settled(1)
@@ -89,32 +92,32 @@ class Reporter:
             return True
         batch = list(self._dirty.values())
         self._dirty = {}
-        taken = [(h, len(h.pending), len(h.retry)) for h in batch]
+        taken = [(h, len(h.pending), h.retry) for h in batch]
+        for h in batch:
+            h.retry = {}
         reports = [
-            ChunkReport(
-                h.claimed.job_id,
-                h.claimed.chunk,
-                h.pending[:n],
-                done=h.remaining == 0,
-                retry=h.retry[:r],
-                retry_at=h.retry_at,
-            )
-            for h, n, r in taken
+            ChunkReport(h.claimed.job_id, h.claimed.chunk, h.pending[:n], done=h.remaining == 0, retry=list(groups.values()))
+            for h, n, groups in taken
         ]
         try:
             _, stale = await self.store.report(self.token, reports)
         except QueueError as exc:
             self.failures += 1
             log.warning("cannot report %d chunks (attempt %d): %s", len(batch), self.failures, exc)
-            for h, _, _ in taken:
+            for h, _, groups in taken:
+                for bucket, group in groups.items():  # put back in front of what came since
+                    later = h.retry.get(bucket)
+                    if later is not None:
+                        group.records.extend(later.records)
+                        group.retry_at = max(group.retry_at, later.retry_at)
+                    h.retry[bucket] = group
                 if not h.lost:
                     self._dirty[h.key] = h
             await asyncio.sleep(min(0.1 * 2 ** min(self.failures, 6), 5.0))
             return False
         self.failures = 0
-        for h, n, r in taken:
+        for h, n, _ in taken:
             del h.pending[:n]
-            del h.retry[:r]
             self._unreported -= n
             if h.remaining == 0 and not h.pending:
                 self.held.pop(h.key, None)

@@ -29,17 +29,23 @@ class Settler:
         verdict: Verdict,
         mx: str = "",
         *,
+        bucket: str = "",
         unsure: bool = False,
         attempted: bool = True,
+        retry_in: float | None = None,
     ) -> None:
-        """``attempted`` False: decided without talking to any server (expired in the queue)."""
+        """``attempted`` False: decided without talking to any server (expired in the queue,
+        site paused); ``retry_in`` overrides the backoff schedule (operator pause)."""
         rec = item.record
         status = verdict.status
         retry_at = None
         retry_record = None
         if status == DEFERRED:
             now = self.clock.wall()
-            retry_at = next_attempt(item.attempt, now, self.retry, self.rng)
+            if retry_in is not None:
+                retry_at = now + retry_in
+            else:
+                retry_at = next_attempt(item.attempt, now, self.retry, self.rng)
             if retry_at >= job.expires_at:
                 status, retry_at = EXPIRED, None
             else:
@@ -56,4 +62,4 @@ class Settler:
             possible_duplicate=item.possible_duplicate or unsure,
             retry_at=retry_at,
         )
-        self.reporter.add(item.held, outcome, retry_record)
+        self.reporter.add(item.held, outcome, retry_record, bucket)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from engine.codec import StoredRecipient
 from engine.outcome import Outcome
-from engine.queue.store import ClaimedChunk
+from engine.queue.store import ClaimedChunk, RetryGroup
 
 if TYPE_CHECKING:
     from workers.jobs import JobContext
@@ -20,8 +20,7 @@ class Held:
     claimed: ClaimedChunk
     remaining: int
     pending: list[Outcome] = field(default_factory=list)  # outcomes not yet written to Redis
-    retry: list[StoredRecipient] = field(default_factory=list)
-    retry_at: float = 0.0
+    retry: dict[str, RetryGroup] = field(default_factory=dict)  # deferred recipients per bucket
     lost: bool = False  # our lease went to another worker: stop working on it
 
     @property

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from engine.config import RedisConfig
 from engine.queue.embedded import embedded_url
@@ -15,5 +15,10 @@ def resolve_url(config: RedisConfig, *, start: bool = True) -> str:
     return embedded_url(config.home, start=start, appendfsync=config.appendfsync)
 
 
-def open_redis(url: str) -> Redis:
-    return Redis.from_url(url, socket_connect_timeout=5.0, health_check_interval=30, retry_on_timeout=False)
+def open_redis(url: str, max_connections: int = 64) -> Redis:
+    """A client whose commands wait for a free connection instead of failing when many run at once
+    (a worker issues bursts of slot and token calls for many sites)."""
+    pool = BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=30, socket_connect_timeout=5.0, health_check_interval=30
+    )
+    return Redis(connection_pool=pool)

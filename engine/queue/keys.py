@@ -17,6 +17,12 @@ Layout (``ns`` is QueueConfig.namespace, ``J`` a job id, ``c`` a chunk number):
   {ns}:quarantine        hash   "J:c" -> reason
   {ns}:wake              list   markers idle workers block on
   {ns}:workers           zset   worker token -> last heartbeat (ms)
+  {ns}:sites             set    shaping buckets seen (sites, or "domain:D" with an override)
+  {ns}:site:B            hash   adaptive limits and state of bucket B (see engine/queue/sites.py)
+  {ns}:site:B:conns      zset   connection id -> slot expiry (ms): connections open, all workers
+  {ns}:site:B:new        zset   connection id -> opened (ms): new connections in the last minute
+  {ns}:site:B:log        stream every change of limits, with its cause
+  {ns}:site:B:retry      zset   retry chunk "J:c" -> due (ms), for retry-now
 
 Scripts that walk several jobs (claim, reap, promote) build job keys from the
 namespace passed in ARGV: bulkmail targets one Redis (or a primary with
@@ -81,6 +87,25 @@ class Keys:
     @property
     def workers(self) -> str:
         return f"{self.ns}:workers"
+
+    @property
+    def sites(self) -> str:
+        return f"{self.ns}:sites"
+
+    def site(self, bucket: str) -> str:
+        return f"{self.ns}:site:{bucket}"
+
+    def site_conns(self, bucket: str) -> str:
+        return f"{self.ns}:site:{bucket}:conns"
+
+    def site_new(self, bucket: str) -> str:
+        return f"{self.ns}:site:{bucket}:new"
+
+    def site_log(self, bucket: str) -> str:
+        return f"{self.ns}:site:{bucket}:log"
+
+    def site_retry(self, bucket: str) -> str:
+        return f"{self.ns}:site:{bucket}:retry"
 
     def job_keys(self, job_id: str) -> list[str]:
         return [self.job(job_id), self.states(job_id), self.chunks(job_id), self.ready(job_id), self.events(job_id)]

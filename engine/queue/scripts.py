@@ -23,6 +23,11 @@ NAMES = (
     "reap",
     "release",
     "promote",
+    "site_connect",
+    "site_tokens",
+    "site_feedback",
+    "cancel_job",
+    "pause_job",
 )
 
 

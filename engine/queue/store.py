@@ -54,13 +54,21 @@ class ClaimedChunk:
 
 
 @dataclass(slots=True)
+class RetryGroup:
+    """Deferred recipients of one chunk for one shaping bucket, attempts counted."""
+
+    bucket: str
+    records: list[StoredRecipient]
+    retry_at: float  # epoch seconds
+
+
+@dataclass(slots=True)
 class ChunkReport:
     job_id: str
     chunk: str
     outcomes: list[Outcome]
     done: bool = False
-    retry: list[StoredRecipient] = field(default_factory=list)  # deferred recipients, attempts counted
-    retry_at: float = 0.0  # epoch seconds
+    retry: list[RetryGroup] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,11 +185,15 @@ class QueueStore:
 
     # ---- work -------------------------------------------------------------
 
-    async def claim(self, token: str, max_chunks: int | None = None) -> list[ClaimedChunk]:
+    async def claim(
+        self, token: str, max_chunks: int | None = None, lanes: Sequence[str] = ("transactional", "bulk")
+    ) -> list[ClaimedChunk]:
+        """Lease chunks, transactional lane first; ``lanes`` narrows to some lanes."""
         k = self.keys
+        wanted = [k.lane(lane) if lane in lanes else k.lane(lane) + ":none" for lane in ("transactional", "bulk")]
         flat = await self._run(
             "claim",
-            [k.lane("transactional"), k.lane("bulk"), k.lease, k.owner, k.claims, k.quarantine],
+            [*wanted, k.lease, k.owner, k.claims, k.quarantine],
             [
                 k.ns,
                 token,
@@ -210,9 +222,10 @@ class QueueStore:
                 for o in r.outcomes
             ]  # fmt: skip
             retry: list[Any] = []
-            if r.retry:
-                blob, packed = encode_chunk(r.retry)
-                retry = [blob, packed, _ms(r.retry_at)]
+            for group in r.retry:
+                if group.records:
+                    blob, packed = encode_chunk(group.records)
+                    retry.append([blob, packed, _ms(group.retry_at), group.bucket])
             payload.append([r.job_id, r.chunk, 1 if r.done else 0, outcomes, retry])
         k = self.keys
         result = await self._run(
@@ -261,6 +274,24 @@ class QueueStore:
             return await blocking.blpop([self.keys.wake], timeout=max(timeout, 0.01)) is not None
         except rexc.RedisError as exc:
             raise _wrap(exc) from exc
+
+    # ---- operator control ---------------------------------------------------
+
+    async def cancel(self, job_id: str) -> int:
+        """Recipients cancelled now (queued and deferred); -1 no such job, -2 still loading."""
+        k = self.keys
+        return int(await self._run(
+            "cancel_job",
+            [k.job(job_id), k.states(job_id), k.ready(job_id), k.lane("transactional"), k.lane("bulk")],
+            [job_id],
+        ))  # fmt: skip
+
+    async def set_paused(self, job_id: str, paused: bool) -> int:
+        """1 changed, 0 already so, -1 no such job (or loading/cancelled)."""
+        k = self.keys
+        return int(await self._run(
+            "pause_job", [k.job(job_id), k.ready(job_id)], [k.ns, job_id, "pause" if paused else "resume"]
+        ))  # fmt: skip
 
     # ---- reading ----------------------------------------------------------
 

@@ -16,7 +16,7 @@ from engine.codec import StoredRecipient
 from engine.config import QueueConfig
 from engine.outcome import Outcome
 from engine.queue.audit import audit_job
-from engine.queue.store import ChunkReport, QueueStore
+from engine.queue.store import ChunkReport, QueueStore, RetryGroup
 from tests.support.builders import build, people
 from tests.support.clock import ManualClock
 
@@ -150,7 +150,8 @@ async def test_deferred_recipients_get_a_retry_chunk_promoted_when_due(redis_url
         outcomes = [delivered(a), Outcome(b.index, b.to, "deferred", 451, "4.3.0", "try later", "mx.test")]
         outcomes += [Outcome(c.index, c.to, "deferred", 421, "4.7.0", "slow down", "mx.test"), delivered(d, "bounced")]
         retry = [StoredRecipient(r.index, r.to, r.vars, r.attempts + 1) for r in (b, c)]
-        report = ChunkReport(chunk.job_id, chunk.chunk, outcomes, done=True, retry=retry, retry_at=clock.wall() + 300)
+        groups = [RetryGroup("mx.test", retry, clock.wall() + 300)]
+        report = ChunkReport(chunk.job_id, chunk.chunk, outcomes, done=True, retry=groups)
         await store.report("w1", [report])
         counts = await assert_audit(store, job)
         assert (counts["delivered"], counts["bounced"], counts["deferred"]) == (1, 1, 2)

@@ -8,6 +8,7 @@ uvloop included. Every message it accepts is kept, in order, thread-safely.
     sink.start() ... sink.stop()            # or the ``smtp_sink`` fixture, stopped at teardown
     sink.messages -> list[Received]         # mail_from, rcpt_tos, data, peer, options, tls, connection
     sink.connections -> int                 # client connections accepted so far
+    sink.max_concurrent -> int              # most connections open at once (limits tests)
     sink.commands -> list[tuple[int, str]]  # (connection, verb) for MAIL RCPT DATA RSET NOOP QUIT
     sink.wait_for_messages(n) -> list[Received]   # blocking, bounded (for worker processes)
 
@@ -38,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +60,7 @@ class Received:
     rcpt_options: tuple[str, ...]
     tls: bool
     connection: int
+    at: float = 0.0  # time.monotonic() when the end of data was accepted
 
 
 class _SinkServer(SMTP):
@@ -81,6 +84,10 @@ class _SinkServer(SMTP):
         await super().push(status)
         if str(status).startswith("421") and self.transport is not None:
             self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.sink._closed()
+        super().connection_lost(exc)
 
     async def smtp_DATA(self, arg: str) -> None:
         self.sink._note(self, "DATA")
@@ -152,6 +159,7 @@ class _Handler:
                 tuple(envelope.rcpt_options),
                 session.ssl is not None,
                 server.number,
+                time.monotonic(),
             )
         )
         return f"250 2.0.0 Ok: queued as {server.number}.{server.accepted}"
@@ -203,6 +211,8 @@ class RecordingSink:
         self._messages: list[Received] = []
         self._commands: list[tuple[int, str]] = []
         self._connections = 0
+        self._open = 0
+        self._max_open = 0
         self._controller = _Controller(self, host, port)
 
     def __repr__(self) -> str:
@@ -212,6 +222,7 @@ class RecordingSink:
         self._controller.start()
         with self._lock:
             self._connections = 0  # the controller's own start-up probe does not count
+            self._open = self._max_open = 0
         return self
 
     def stop(self) -> None:
@@ -242,9 +253,21 @@ class RecordingSink:
         wait_until(lambda: len(self.messages) >= count, timeout, what=f"{count} messages at {self!r}")
         return self.messages
 
+    @property
+    def max_concurrent(self) -> int:
+        """The most connections open at the same time so far."""
+        with self._lock:
+            return self._max_open
+
+    def _closed(self) -> None:
+        with self._lock:
+            self._open -= 1
+
     def _new_server(self) -> _SinkServer:
         with self._lock:
             self._connections += 1
+            self._open += 1
+            self._max_open = max(self._max_open, self._open)
             number = self._connections
         return _SinkServer(self, number, **self._server_options)
 

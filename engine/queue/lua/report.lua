@@ -6,7 +6,9 @@
 -- ARGV[5] events maxlen  ARGV[6] msgpack payload: list of
 --   {job id, chunk, done (0/1), outcomes, retry}
 --   outcome = {index, new state byte, rcpt, status, code, enhanced, reply, mx, attempt, dup (0/1)}
---   retry   = {} or {records, packed indices, due (ms)}  (recipients deferred in this report)
+--   retry   = list of {records, packed indices, due (ms), bucket}: recipients deferred in this
+--             report, one retry chunk per shaping bucket (so retry-now can find them)
+-- A job cancelled meanwhile gets 'c' instead of 'd' (and no retry chunk).
 -- Returns {outcomes applied, stale chunk keys...}
 local ns, token, now = ARGV[1], ARGV[2], ARGV[3]
 local events_on, maxlen = ARGV[4] == '1', ARGV[5]
@@ -31,29 +33,37 @@ for _, r in ipairs(reports) do
   else
     local jkey = ns .. ':job:' .. job_id
     local st = jkey .. ':st'
+    local cancelled = redis.call('HGET', jkey, 'state') == 'cancelled'
     local delta = {}
-    local deferred = 0
     for _, o in ipairs(outcomes) do
-      local idx, new = o[1], o[2]
+      local idx, new, status = o[1], o[2], o[4]
       local cur = redis.call('GETRANGE', st, idx, idx)
       if cur == 'f' or cur == 'F' then
+        if new == 'd' and cancelled then new, status = 'c', 'cancelled' end
         redis.call('SETRANGE', st, idx, new)
         bump(delta, cur, -1)
         bump(delta, new, 1)
         applied = applied + 1
-        if new == 'd' then deferred = deferred + 1 end
         if events_on then
-          local ev = {'r', o[3], 's', o[4], 'c', o[5], 'e', o[6], 't', o[7], 'm', o[8], 'a', o[9], 'ts', now}
+          local ev = {'r', o[3], 's', status, 'c', o[5], 'e', o[6], 't', o[7], 'm', o[8], 'a', o[9], 'ts', now}
           if o[10] == 1 then ev[#ev + 1] = 'd'; ev[#ev + 1] = '1' end
           redis.call('XADD', jkey .. ':ev', 'MAXLEN', '~', maxlen, '*', unpack(ev))
         end
       end
     end
     apply_counts(jkey, delta)
-    if deferred > 0 and retry[1] then
-      local nc = redis.call('HINCRBY', jkey, 'nchunks', 1)
-      redis.call('HSET', jkey .. ':ck', nc, retry[1], nc .. '#', retry[2])
-      redis.call('ZADD', KEYS[4], retry[3], job_id .. ':' .. nc)
+    for _, group in ipairs(retry) do
+      local waiting = false
+      each_index(group[2], function(idx)
+        if redis.call('GETRANGE', st, idx, idx) == 'd' then waiting = true end
+      end)
+      if waiting then
+        local nc = redis.call('HINCRBY', jkey, 'nchunks', 1)
+        local rkey = job_id .. ':' .. nc
+        redis.call('HSET', jkey .. ':ck', nc, group[1], nc .. '#', group[2], nc .. '@', group[4])
+        redis.call('ZADD', KEYS[4], group[3], rkey)
+        redis.call('ZADD', ns .. ':site:' .. group[4] .. ':retry', group[3], rkey)
+      end
     end
     -- A chunk is dropped only when none of its recipients is still in flight:
     -- a worker bug cannot make a recipient vanish, the lease just runs out.
