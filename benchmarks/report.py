@@ -179,7 +179,10 @@ def chart(table: list[dict[str, Any]], path: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(table) + 2), 5))
     width = 0.8 / len(series)
     for i, (key, name) in enumerate(series):
-        points = [(x + i * width, row[key]) for x, row in enumerate(table) if row.get(key)]
+        system = next((sys_ for sys_, name_ in PEERS.items() if key == f"{name_}_msgs_per_s"), None)
+        # a peer copied from workload a into d/f/g is drawn once, at a
+        points = [(x + i * width, row[key]) for x, row in enumerate(table)
+                  if row.get(key) and (system is None or row["peers_from"].get(system) == row["workload"])]
         bars = ax.bar([p[0] for p in points], [p[1] for p in points], width, label=name)
         ax.bar_label(bars, labels=[f"{p[1]:,.0f}" for p in points], fontsize=6, rotation=90, padding=2)
     ax.set_xticks([x + 0.4 - width / 2 for x in range(len(table))], labels)
@@ -213,6 +216,9 @@ def markdown(document: dict[str, Any], results: list[WorkloadResult], png: Path 
     parts = [
         "# Benchmark results (written by `scripts/bench`)\n",
         f"Generated {document['generated']} by `{document['command']}`.\n",
+        *(["> **Smoke-run figures**: with fewer than 20,000 messages per run, start-up costs (connections, DNS "
+            "look-ups, process start) dominate and one repeat gives no spread; use them to check the harness, "
+            "not to compare systems.\n"] if settings["messages"] < 20_000 or settings["repeat"] < 3 else []),
         "## Machine\n",
         "\n".join(f"- {key}: {value}" for key, value in machine.items()) + "\n",
         "## Settings\n",
