@@ -36,6 +36,7 @@ STATE_BYTES: Final[dict[str, str]] = {
     "s": SUPPRESSED,
 }
 STATE_OF_STATUS: Final[dict[str, str]] = {
+    QUEUED: "q",  # handed back unattempted (job paused): queued again, no event
     DELIVERED: "D",
     DEFERRED: "d",
     BOUNCED: "b",

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from engine.classify import Verdict, from_error, from_reply, is_too_many_recipients
@@ -104,6 +104,13 @@ class SiteDispatcher:
                 self._fail(unit, error)
         elif self.queue:
             self._spawn()
+
+    def take_jobs(self, job_ids: Collection[str]) -> list[Unit]:
+        """Remove the queued units of these jobs (paused or cancelled meanwhile)."""
+        taken = [unit for unit in self.queue if unit.job.job_id in job_ids]
+        if taken:
+            self.queue = deque(unit for unit in self.queue if unit.job.job_id not in job_ids)
+        return taken
 
     def abandon(self) -> list[Unit]:
         """Draining: hand back what was never started (its recipients are released)."""

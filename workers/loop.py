@@ -25,7 +25,7 @@ from engine.config import EngineConfig
 from engine.errors import DnsError, QueueError
 from engine.net.resolver import MxResolver
 from engine.net.tls import TlsContexts
-from engine.outcome import EXPIRED
+from engine.outcome import CANCELLED, EXPIRED
 from engine.queue.sites import SitesStore
 from engine.queue.store import ClaimedChunk, QueueStore
 from engine.shaping import resolve
@@ -41,12 +41,14 @@ log = logging.getLogger("bulkmail.worker")
 
 TX_POLL = 0.02  # seconds between looks at the transactional lane while the window is full
 SITE_SYNC = 0.5  # seconds between syncs of each active bucket with Redis
+JOB_WATCH = 0.5  # seconds between looks at the state of jobs with mail waiting here
 
 
 @dataclass(slots=True)
 class Counters:
     claimed_chunks: int = 0
     recipients: int = 0
+    maintenance_runs: int = 0
 
 
 class WorkerLoop:
@@ -113,6 +115,7 @@ class WorkerLoop:
             asyncio.create_task(self._heartbeat(), name="heartbeat"),
             asyncio.create_task(self._maintenance(), name="maintenance"),
             asyncio.create_task(self._site_sync(), name="site-sync"),
+            asyncio.create_task(self._watch_jobs(), name="job-watch"),
         ]
         try:
             await self._claim_loop()
@@ -189,13 +192,36 @@ class WorkerLoop:
             try:
                 for site in list(self.sites.values()):
                     policy = site.policy
-                    if site.queue or site.tasks or policy.successes or policy.signal or policy.slots:
+                    stale = policy.state.paused or policy.state.down_until  # must learn when it ends
+                    if site.queue or site.tasks or policy.successes or policy.signal or policy.slots or stale:
                         site.apply(await policy.sync(site.backlog))
                 await self.site_store.renew(
                     [(site.bucket, slot) for site in self.sites.values() for slot in site.policy.slots]
                 )
             except QueueError as exc:
                 log.warning("site sync failed: %s", exc)
+
+    async def _watch_jobs(self) -> None:
+        """A job paused or cancelled while its mail waits here: hand it back / cancel it now,
+        instead of sending a whole window of it first."""
+        while True:
+            await asyncio.sleep(JOB_WATCH)
+            waiting = {unit.job.job_id for site in self.sites.values() for unit in site.queue}
+            if not waiting:
+                continue
+            try:
+                states = await self.store.job_states(sorted(waiting))
+            except QueueError:
+                continue
+            stopped = {job: state for job, state in states.items() if state in ("paused", "cancelled")}
+            for site in self.sites.values() if stopped else ():
+                for unit in site.take_jobs(stopped):
+                    for item in unit.live_items():
+                        if stopped[unit.job.job_id] == "cancelled":
+                            verdict = Verdict(CANCELLED, 0, "", "job cancelled by the operator")
+                            self.settler.settle(unit.job, item, verdict, bucket=site.bucket, attempted=False)
+                        else:
+                            self.settler.hand_back(item)
 
     async def _maintenance(self) -> None:
         loop = asyncio.get_running_loop()
@@ -207,6 +233,7 @@ class WorkerLoop:
                 await self.store.promote()
             except QueueError as exc:
                 log.warning("maintenance failed: %s", exc)
+            self.counters.maintenance_runs += 1
 
     # ---- routing ------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from engine.clock import Clock
 from engine.codec import StoredRecipient
 from engine.config import QueueConfig
 from engine.errors import QueueError
-from engine.outcome import Outcome
+from engine.outcome import QUEUED, Outcome
 from engine.queue.store import ChunkReport, QueueStore, RetryGroup
 from workers.work import Held
 
@@ -56,9 +56,11 @@ class Reporter:
         held.pending.append(outcome)
         held.remaining -= 1
         if retry is not None:
-            group = held.retry.get(bucket)
+            requeue = outcome.status == QUEUED
+            key = f"{'q' if requeue else 'r'}{bucket}"
+            group = held.retry.get(key)
             if group is None:
-                group = held.retry[bucket] = RetryGroup(bucket, [], 0.0)
+                group = held.retry[key] = RetryGroup(bucket, [], 0.0, requeue)
             group.records.append(retry)
             group.retry_at = max(group.retry_at, outcome.retry_at or 0.0)
         self._dirty[held.key] = held

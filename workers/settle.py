@@ -8,7 +8,7 @@ from dataclasses import replace
 from engine.classify import Verdict
 from engine.clock import Clock
 from engine.config import RetryConfig
-from engine.outcome import DEFERRED, EXPIRED, Outcome
+from engine.outcome import DEFERRED, EXPIRED, QUEUED, Outcome
 from engine.retry import next_attempt
 from workers.jobs import JobContext
 from workers.reporter import Reporter
@@ -63,3 +63,9 @@ class Settler:
             retry_at=retry_at,
         )
         self.reporter.add(item.held, outcome, retry_record, bucket)
+
+    def hand_back(self, item: Item) -> None:
+        """Queue a recipient again without an attempt (its job was paused)."""
+        rec = item.record
+        outcome = Outcome(index=rec.index, rcpt=rec.to, status=QUEUED, attempt=rec.attempts)
+        self.reporter.add(item.held, outcome, rec)

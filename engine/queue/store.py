@@ -60,6 +60,7 @@ class RetryGroup:
     bucket: str
     records: list[StoredRecipient]
     retry_at: float  # epoch seconds
+    requeue: bool = False  # handed back unattempted: ready again at once, not a retry
 
 
 @dataclass(slots=True)
@@ -225,7 +226,7 @@ class QueueStore:
             for group in r.retry:
                 if group.records:
                     blob, packed = encode_chunk(group.records)
-                    retry.append([blob, packed, _ms(group.retry_at), group.bucket])
+                    retry.append([blob, packed, _ms(group.retry_at), group.bucket, "q" if group.requeue else "r"])
             payload.append([r.job_id, r.chunk, 1 if r.done else 0, outcomes, retry])
         k = self.keys
         result = await self._run(
@@ -344,6 +345,17 @@ class QueueStore:
         except rexc.RedisError as exc:
             raise _wrap(exc) from exc
         return [event_dict(job_id, entry_id, fields) for entry_id, fields in rows]
+
+    async def job_states(self, job_ids: Sequence[str]) -> dict[str, str]:
+        """State (active, paused, cancelled...) of each job, in one round trip."""
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for job_id in job_ids:
+                    pipe.hget(self.keys.job(job_id), "state")
+                states: Any = await pipe.execute()
+        except (rexc.RedisError, OSError) as exc:
+            raise _wrap(exc) from exc
+        return {j: s.decode() for j, s in zip(job_ids, states, strict=True) if s is not None}
 
     async def job_ids(self) -> list[str]:
         ids: Any = await self.redis.zrange(self.keys.jobs, 0, -1)

@@ -43,9 +43,11 @@ class MailWorld:
     tmp: Path
     serves: list[Serve] = field(default_factory=list)
 
-    def domains(self, count: int, tld: str = "e2e.test") -> list[str]:
-        """``d0.tld`` .. : MX ``mx{n%3}.tld`` -> 127.0.0.{2+n%3}."""
-        self.dns.add_pattern(domain=f"d{{n}}.{tld}", count=count, mx=f"mx{{n%3}}.{tld}", a="127.0.0.{2+n%3}")
+    def domains(self, count: int, tld: str = "e2e.test", hosts: int = 3) -> list[str]:
+        """``d0.tld`` .. : MX ``mx{n%hosts}.tld`` -> 127.0.0.{2+n%hosts} (hosts <= 3)."""
+        self.dns.add_pattern(
+            domain=f"d{{n}}.{tld}", count=count, mx=f"mx{{n%{hosts}}}.{tld}", a=f"127.0.0.{{2+n%{hosts}}}"
+        )
         return [f"d{n}.{tld}" for n in range(count)]
 
     def config(self, text: str) -> str:
@@ -72,13 +74,13 @@ class MailWorld:
         return sum(sink.connections for sink in self.sinks)
 
 
-def newsletter(domains: list[str], n: int, **extra: object) -> dict[str, object]:
+def newsletter(domains: list[str], n: int, prefix: str = "user", **extra: object) -> dict[str, object]:
     return {
         "from": "news@sender.test",
         "subject": "News for {{name}}",
         "text": "Dear {{name}},\nyour number is {{number}}.\n" + "Lorem ipsum dolor sit amet.\n" * 40,
         "recipients": [
-            {"to": f"user{i}@{domains[i % len(domains)]}", "vars": {"name": f"Person {i}", "number": i}}
+            {"to": f"{prefix}{i}@{domains[i % len(domains)]}", "vars": {"name": f"Person {i}", "number": i}}
             for i in range(n)
         ],
         **extra,

@@ -6,8 +6,10 @@
 -- ARGV[5] events maxlen  ARGV[6] msgpack payload: list of
 --   {job id, chunk, done (0/1), outcomes, retry}
 --   outcome = {index, new state byte, rcpt, status, code, enhanced, reply, mx, attempt, dup (0/1)}
---   retry   = list of {records, packed indices, due (ms), bucket}: recipients deferred in this
---             report, one retry chunk per shaping bucket (so retry-now can find them)
+--   retry   = list of {records, packed indices, due (ms), bucket, kind}: recipients deferred in this
+--             report, one retry chunk per shaping bucket (so retry-now can find them); kind 'q'
+--             is a hand-back instead: recipients queued again unattempted ('q', no event),
+--             their chunk straight on the job's ready list
 -- A job cancelled meanwhile gets 'c' instead of 'd' (and no retry chunk).
 -- Returns {outcomes applied, stale chunk keys...}
 local ns, token, now = ARGV[1], ARGV[2], ARGV[3]
@@ -44,7 +46,7 @@ for _, r in ipairs(reports) do
         bump(delta, cur, -1)
         bump(delta, new, 1)
         applied = applied + 1
-        if events_on then
+        if events_on and new ~= 'q' then
           local ev = {'r', o[3], 's', status, 'c', o[5], 'e', o[6], 't', o[7], 'm', o[8], 'a', o[9], 'ts', now}
           if o[10] == 1 then ev[#ev + 1] = 'd'; ev[#ev + 1] = '1' end
           redis.call('XADD', jkey .. ':ev', 'MAXLEN', '~', maxlen, '*', unpack(ev))
@@ -53,16 +55,24 @@ for _, r in ipairs(reports) do
     end
     apply_counts(jkey, delta)
     for _, group in ipairs(retry) do
+      local requeue = group[5] == 'q'
+      local want = requeue and 'q' or 'd'
       local waiting = false
       each_index(group[2], function(idx)
-        if redis.call('GETRANGE', st, idx, idx) == 'd' then waiting = true end
+        if redis.call('GETRANGE', st, idx, idx) == want then waiting = true end
       end)
       if waiting then
         local nc = redis.call('HINCRBY', jkey, 'nchunks', 1)
         local rkey = job_id .. ':' .. nc
-        redis.call('HSET', jkey .. ':ck', nc, group[1], nc .. '#', group[2], nc .. '@', group[4])
-        redis.call('ZADD', KEYS[4], group[3], rkey)
-        redis.call('ZADD', ns .. ':site:' .. group[4] .. ':retry', group[3], rkey)
+        redis.call('HSET', jkey .. ':ck', nc, group[1], nc .. '#', group[2])
+        if requeue then
+          redis.call('RPUSH', jkey .. ':ready', nc)
+          ensure_in_lane(ns, job_id)
+        else
+          redis.call('HSET', jkey .. ':ck', nc .. '@', group[4])
+          redis.call('ZADD', KEYS[4], group[3], rkey)
+          redis.call('ZADD', ns .. ':site:' .. group[4] .. ':retry', group[3], rkey)
+        end
       end
     end
     -- A chunk is dropped only when none of its recipients is still in flight:
