@@ -221,8 +221,8 @@ STRONG: Final[Rules] = (
         r"(?:not|could not|couldn't|has not|was not) (?:been )?delivered (?:for|within|after|in) ",
         r"not reachable within", r"maximum[- ]time",
     )),
-    (NETWORK, _any(  # the DNS failed (not "no such domain"), or the route did
-        r"name service error", r"name server reply", r"lookup failure", r"unable to contact",
+    (NETWORK, _any(  # the DNS failed (not "no such domain"), or the route or connection did
+        r"connection (?:timed out|refused|reset|lost|dropped)", r"name service error", r"name server reply", r"lookup failure", r"unable to contact",
         r"(?:wasn't|was not|couldn't|could not) (?:able to )?establish", r"mail loop", r"too many hops",
     )),
 )

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Final
 
 ADDRESS: Final = re.compile(
-    r"(?<![\w.+=/-])([A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"(?<![\w.+=/-])([\w!#$%&'*+/=?^`{|}~-]+(?:\.[\w!#$%&'*+/=?^`{|}~-]+)*"
     r"@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?)*"
     r"\.[A-Za-z]{2,24})(?![\w-])"
 )

@@ -189,11 +189,15 @@ def category_from_text(text: str, code: int = 0, subject: int = -1, detail: int 
     return "", ""
 
 
-def _by_phase(category: str, code: int, phase: str, from_text: bool) -> str:
+def _by_phase(category: str, code: int, phase: str, basis: str) -> str:
     """Who a refusal can be about depends on what it answered."""
+    from_text = basis in ("strong", "weak")
     if phase == "MAIL" and category in _RECIPIENT_SIDE:
         return POLICY
-    if phase in _SESSION and category in _RECIPIENT_SIDE | {POLICY}:
+    about_us = phase in ("EHLO", "HELO") and category == BAD_DOMAIN  # our HELO name was refused
+    if phase in _SESSION and (category in (BAD_MAILBOX, MAILBOX_FULL) or about_us or (
+        basis != "strong" and category in (BAD_DOMAIN, POLICY)
+    )):
         return REPUTATION if code // 100 == 5 else NETWORK
     if phase == "STARTTLS" and not from_text:
         return TLS
@@ -226,7 +230,7 @@ def classify(
     if code and code // 100 in (2, 4, 5):
         klass = code // 100
     category, basis = _category(code, klass, subject, detail, text)
-    category = _by_phase(category, code, phase.upper(), basis in ("strong", "weak"))
+    category = _by_phase(category, code, phase.upper(), basis)
     return Classification(category, FAULT_OF[category], klass == 5, category in THROTTLE, basis)
 
 

@@ -18,12 +18,12 @@ category and fault come from ``engine.classify`` on that diagnostic.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 from engine.arf import Complaint, complaint_from_view
 from engine.bounce_mime import Fields, MailView, ParseLimits, parse_fields, view_message, view_of
-from engine.bounce_rules import RECIPIENT
+from engine.bounce_rules import EXPIRED, FAULT_OF, NETWORK, RECIPIENT
 from engine.bounce_text import (
     Mention,
     bare_names,
@@ -111,6 +111,9 @@ class ParsedMessage:
     error: str = ""
 
 
+# A final report whose cause is that no server could be reached (no reply code):
+# the reporter retried until its queue lifetime ran out.
+_UNREACHED = re.compile(r"timed out|connection refused|not reachable|unreachable|connect to", re.IGNORECASE)
 _NOT_FAILED: Final = frozenset({"delivered", "relayed", "expanded", "deliverable"})
 _INLINE_DSN = re.compile(r"^(?:final|original)-recipient\s*:", re.IGNORECASE | re.MULTILINE)
 _DSN_FIELDS: Final = frozenset({"final-recipient", "original-recipient", "action", "status", "reporting-mta"})
@@ -187,6 +190,8 @@ def _record(
     if not action:
         action = "delayed" if klass == 4 else "failed"
     c = _judge(code if code // 100 == klass else klass * 100, status, chosen, at, phase)
+    if action == "failed" and not code and c.category == NETWORK and _UNREACHED.search(chosen):
+        c = replace(c, category=EXPIRED, fault=FAULT_OF[EXPIRED])  # no server answered until it gave up
     return BounceRecord(recipient, action, status, code, chosen[:1000], c.category, c.fault, c.permanent, phase, remote_mta)
 
 
