@@ -67,10 +67,14 @@ class SiteDispatcher:
         self.down_until: dict[str, float] = {}
         self.last_error: BaseException | None = None
         self.stopping = False
-        self._spawn_after = 0.0
+        self._delayed: asyncio.TimerHandle | None = None  # a spawn waiting for a refused slot
+        self._opener: asyncio.Task[None] | None = None  # the task asking Redis for slots
 
     def __repr__(self) -> str:
         return f"<SiteDispatcher {self.bucket} [queued {len(self.queue)} | connections {len(self.tasks)}]>"
+
+    def waiting(self) -> str:
+        return f"opener={self._opener is not None} delayed={self._delayed is not None} hosts_down={self.down_until}"
 
     @property
     def backlog(self) -> int:
@@ -163,64 +167,99 @@ class SiteDispatcher:
     # ---- connections --------------------------------------------------------
 
     def _spawn(self) -> None:
-        loop = asyncio.get_running_loop()
-        if self.stopping or loop.time() < self._spawn_after:
+        """Put idle sessions to work at once; ask for new slots one at a time (the opener):
+        a burst of slot requests from every site would starve the Redis connection pool."""
+        if self.stopping:
             return
-        limit = max(self.policy.state.connections, 1)
-        while self.queue and len(self.queue) > len(self.tasks) and len(self.tasks) < limit:
+        loop = asyncio.get_running_loop()
+        while self._wants_connection():
             host = self._live_host()
             if host is None:
                 return
-            key = f"{self.bucket}|{host.name}:{self.shared.smtp.port}"
+            key = self._key(host)
             entry = self.shared.pools.take_idle(key)
-            if entry is None and not self.shared.pools.reserve(key):
-                return  # at the per-process host cap; a finishing connection re-spawns
-            task = loop.create_task(self._connection(host, key, entry))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            if entry is None:
+                break
+            self._start(loop.create_task(self._connection(host, key, entry)))
+        if self._wants_connection() and self._opener is None and self._delayed is None:
+            self._opener = loop.create_task(self._open_more())
+
+    def _wants_connection(self) -> bool:
+        return bool(self.queue) and len(self.queue) > len(self.tasks) and len(self.tasks) < max(
+            self.policy.state.connections, 1
+        )
+
+    def _key(self, host: MxHost) -> str:
+        return f"{self.bucket}|{host.name}:{self.shared.smtp.port}"
+
+    def _start(self, task: asyncio.Task[None]) -> None:
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _open_more(self) -> None:
+        """Take fleet-wide slots one by one while the backlog wants more connections."""
+        pools = self.shared.pools
+        try:
+            while self._wants_connection() and not self.stopping:
+                host = self._live_host()
+                if host is None:
+                    return
+                key = self._key(host)
+                if not pools.reserve(key):
+                    return  # at the per-process host cap; a finishing connection spawns again
+                slot, wait, why = await self.policy.acquire_connection()
+                if slot is None:
+                    pools.unreserve(key)
+                    if why in ("paused", "down"):
+                        self.apply(await self.policy.sync(self.backlog))
+                    else:
+                        self._spawn_later(wait)
+                    return
+                self._start(asyncio.get_running_loop().create_task(self._connection(host, key, None, slot)))
+        except Exception:  # QueueError while syncing, or a bug: try again later rather than strand the queue
+            log.exception("opening connections for %s failed", self.bucket)
+            self._spawn_later(1.0)
+        finally:
+            self._opener = None
 
     def _spawn_later(self, seconds: float) -> None:
-        loop = asyncio.get_running_loop()
-        self._spawn_after = loop.time() + seconds
-        loop.call_later(seconds, self._spawn)
+        """A slot was refused: ask again after ``seconds`` (a flag, not a time compare: timers
+        may fire a fraction of a millisecond early, and a missed spawn would strand the queue)."""
+        if self._delayed is None:
+            self._delayed = asyncio.get_running_loop().call_later(seconds, self._spawn_again)
 
-    async def _connection(self, host: MxHost, key: str, entry: Pooled | None) -> None:
+    def _spawn_again(self) -> None:
+        self._delayed = None
+        self._spawn()
+
+    async def _connection(self, host: MxHost, key: str, entry: Pooled | None, slot: str = "") -> None:
         pools = self.shared.pools
         try:
             if entry is None:
-                entry = await self._open_pooled(host, key)
-                if entry is None:
+                try:
+                    session = await self._open(host)
+                except (BulkmailError, OSError) as exc:
+                    pools.unreserve(key)
+                    self.policy.release_connection(slot)
+                    self._host_failed(host, exc)
                     return
+                pools.opened += 1
+                limits = self.policy.limits
+                entry = Pooled(session, slot, self.policy.release_connection, limits.idle_timeout,
+                               limits.max_messages_per_connection)  # fmt: skip
             self.active.add(entry.session)
             await self._pump(entry.session)
+        except Exception as exc:  # a bug must not strand the queue: log it, drop the session
+            log.exception("connection to %s for %s failed unexpectedly", host.name, self.bucket)
+            if entry is not None:
+                entry.session.abort()
+            self._host_failed(host, exc)
         finally:
             if entry is not None:
                 self.active.discard(entry.session)
                 pools.park(key, entry)
             if self.queue and not self.stopping:
                 asyncio.get_running_loop().call_soon(self._spawn)
-
-    async def _open_pooled(self, host: MxHost, key: str) -> Pooled | None:
-        pools = self.shared.pools
-        slot, wait, why = await self.policy.acquire_connection()
-        if slot is None:
-            pools.unreserve(key)
-            if why in ("paused", "down"):
-                self.apply(await self.policy.sync(self.backlog))
-            else:
-                self._spawn_later(wait)
-            return None
-        try:
-            session = await self._open(host)
-        except (BulkmailError, OSError) as exc:
-            pools.unreserve(key)
-            self.policy.release_connection(slot)
-            self._host_failed(host, exc)
-            return None
-        pools.opened += 1
-        limits = self.policy.limits
-        return Pooled(session, slot, self.policy.release_connection, limits.idle_timeout,
-                      limits.max_messages_per_connection)
 
     async def _open(self, host: MxHost) -> SmtpSession:
         smtp = self.shared.smtp

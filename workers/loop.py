@@ -89,8 +89,26 @@ class WorkerLoop:
         self._capacity = asyncio.Event()
         self._stopping = asyncio.Event()
         self._routing: set[asyncio.Task[None]] = set()
+        self._background: list[asyncio.Task[None]] = []
         self._date_second = -1
         self._date = b""
+
+    def describe(self) -> str:
+        """What this worker holds and why it waits (logged on SIGUSR1)."""
+        lines = [
+            f"outstanding {self.outstanding}/{self.config.queue.window}, held chunks {len(self.reporter.held)}, "
+            f"unreported {self.reporter.unreported}, routing tasks {len(self._routing)}",
+            "loops: " + ", ".join(
+                f"{t.get_name()}={'running' if not t.done() else repr(t.exception()) if not t.cancelled() else 'cancelled'}"
+                for t in self._background
+            ),
+        ]
+        for site in self.sites.values():
+            if site.queue or site.tasks or site.policy.slots:
+                lines.append(
+                    f"  {site!r} {site.policy!r} state={site.policy.state} {site.waiting()}"
+                )
+        return "\n".join(lines)
 
     # ---- accounting ---------------------------------------------------------
 
@@ -110,7 +128,7 @@ class WorkerLoop:
     # ---- main loops ---------------------------------------------------------
 
     async def run(self) -> None:
-        background = [
+        background = self._background = [
             asyncio.create_task(self.reporter.run(), name="reporter"),
             asyncio.create_task(self._heartbeat(), name="heartbeat"),
             asyncio.create_task(self._maintenance(), name="maintenance"),
@@ -274,7 +292,9 @@ class WorkerLoop:
     async def _route(self, job: JobContext, domain: str, items: list[Item]) -> None:
         try:
             route = await self.resolver.route(domain)
-        except DnsError as exc:
+        except (DnsError, Exception) as exc:  # anything else is a bug: defer, never strand items
+            if not isinstance(exc, DnsError):
+                log.exception("routing %s failed unexpectedly", domain)
             verdict = from_error(exc)
             for item in items:
                 self.settler.settle(job, item, verdict, bucket=f"dns:{domain}")
@@ -317,3 +337,5 @@ class WorkerLoop:
         except QueueError as exc:
             log.warning("could not release leases (they expire by themselves): %s", exc)
         await self.pools.close_all()
+        for site in self.sites.values():
+            await site.policy.flush()

@@ -37,10 +37,14 @@ class SitePolicy:
         self._token_lock = asyncio.Lock()
         self.successes = 0
         self.signal = ""
+        self.refused: tuple[str, float] = ("", 0.0)  # the last refusal of a slot, for describe()
         self._background: set[asyncio.Task[Any]] = set()
 
     def __repr__(self) -> str:
-        return f"<SitePolicy {self.bucket} limit={self.state.connections} open={len(self.slots)}>"
+        return (
+            f"<SitePolicy {self.bucket} limit={self.state.connections} open={len(self.slots)}"
+            f" last refusal={self.refused[0] or '-'} ({self.refused[1]:g}s)>"
+        )
 
     async def acquire_connection(self) -> tuple[str | None, float, str]:
         """(slot id or None, seconds to wait when refused, why)."""
@@ -50,6 +54,7 @@ class SitePolicy:
         except QueueError as exc:
             return None, 1.0, f"queue unavailable: {exc}"
         if not granted:
+            self.refused = (reason, wait)
             return None, wait, reason
         self.slots.add(conn_id)
         return conn_id, 0.0, ""
@@ -64,6 +69,11 @@ class SitePolicy:
         task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._finished)
+
+    async def flush(self, timeout: float = 5.0) -> None:
+        """Shutdown: wait for slot releases still on their way, so a restart finds them free."""
+        if self._background:
+            await asyncio.wait(list(self._background), timeout=timeout)
 
     def _finished(self, task: asyncio.Task[Any]) -> None:
         self._background.discard(task)

@@ -49,6 +49,7 @@ async def run_worker(config: EngineConfig, token: str) -> None:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, worker.stop)
     loop.add_signal_handler(signal.SIGINT, worker.stop)
+    loop.add_signal_handler(signal.SIGUSR1, lambda: log.warning("state of %s:\n%s", token, worker.describe()))
     log.info("worker %s started", token)
     try:
         await worker.run()

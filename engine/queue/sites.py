@@ -21,7 +21,7 @@ from engine.errors import QueueError, QueueUnavailable
 from engine.queue.keys import Keys
 from engine.queue.scripts import Scripts
 
-SLOT_TTL = 30.0  # seconds a connection slot lives without renewal
+SLOT_TTL = 10.0  # seconds a connection slot lives without renewal (renewed every 0.5 s)
 STALE_BACKLOG = 30.0  # a worker's backlog report older than this is ignored
 
 
