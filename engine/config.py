@@ -159,6 +159,34 @@ class ShapingConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class BounceConfig:
+    """What the bounce domain is and how its addresses are signed.
+
+    ``domain`` empty turns VERP off (the envelope sender stays the job's ``from``).
+    """
+
+    domain: str = ""  # e.g. bounce.example.org: its MX must point at `bulkmail bounces serve`
+    prefix: str = "bounces"
+    secret: str = ""  # HMAC key; BULKMAIL_BOUNCE_SECRET
+    listen: str = "127.0.0.1:2525"  # where `bounces serve` listens
+    feedback_addresses: tuple[str, ...] = ("fbl", "abuse")  # local parts that take ARF reports
+    max_message_bytes: int = 10 * 1024 * 1024
+    max_mime_depth: int = 8
+    unverified_maxlen: int = 10_000  # forged / unmatched reports kept for inspection
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> BounceConfig:
+        env = os.environ if env is None else env
+        base = cls()
+        return cls(
+            domain=env.get("BULKMAIL_BOUNCE_DOMAIN", base.domain).lower(),
+            prefix=env.get("BULKMAIL_BOUNCE_PREFIX", base.prefix),
+            secret=env.get("BULKMAIL_BOUNCE_SECRET", base.secret),
+            listen=env.get("BULKMAIL_BOUNCE_LISTEN", base.listen),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class EngineConfig:
     redis: RedisConfig = field(default_factory=RedisConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
@@ -167,6 +195,7 @@ class EngineConfig:
     retry: RetryConfig = field(default_factory=RetryConfig)
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     shaping: ShapingConfig = field(default_factory=ShapingConfig)
+    bounce: BounceConfig = field(default_factory=BounceConfig)
 
     def to_mapping(self) -> dict[str, Any]:
         return _to_mapping(self)

@@ -60,6 +60,8 @@ class Outcome:
     attempt: int = 1
     possible_duplicate: bool = False
     retry_at: float | None = None  # epoch seconds, for deferred
+    category: str = ""  # engine.classify categories (bad_mailbox, rate_limited, ...)
+    fault: str = ""  # recipient, sender, message, network
 
     @property
     def state_byte(self) -> str:

@@ -26,45 +26,17 @@ import base64
 import binascii
 import hashlib
 import hmac
-import os
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
+
+from engine.config import BounceConfig
 
 TRACE_HEADER: Final = "X-Bulkmail-Trace"
 MAX_LOCAL_PART: Final = 64
 _DOT_ATOM_LOWER = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*")
 _TOKEN = re.compile(r"([a-z2-7]{10})-([0-9a-z]{1,13})-(~[0-9a-f]{16}|[a-z0-9_.-]{1,64})")
 _TRACE_FIELD = re.compile(r"([jirm])=([^;\s]*)")
-
-
-@dataclass(frozen=True, slots=True)
-class BounceConfig:
-    """What the bounce domain is and how its addresses are signed.
-
-    ``domain`` empty turns VERP off (the envelope sender stays the job's ``from``).
-    """
-
-    domain: str = ""  # e.g. bounce.example.org: its MX must point at `bulkmail bounces serve`
-    prefix: str = "bounces"
-    secret: str = ""  # HMAC key; BULKMAIL_BOUNCE_SECRET
-    listen: str = "127.0.0.1:2525"  # where `bounces serve` listens
-    feedback_addresses: tuple[str, ...] = ("fbl", "abuse")  # local parts that take ARF reports
-    max_message_bytes: int = 10 * 1024 * 1024
-    max_mime_depth: int = 8
-    unverified_maxlen: int = 10_000  # forged / unmatched reports kept for inspection
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> BounceConfig:
-        env = os.environ if env is None else env
-        base = cls()
-        return cls(
-            domain=env.get("BULKMAIL_BOUNCE_DOMAIN", base.domain).lower(),
-            prefix=env.get("BULKMAIL_BOUNCE_PREFIX", base.prefix),
-            secret=env.get("BULKMAIL_BOUNCE_SECRET", base.secret),
-            listen=env.get("BULKMAIL_BOUNCE_LISTEN", base.listen),
-        )
 
 
 @dataclass(frozen=True, slots=True)

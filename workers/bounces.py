@@ -31,13 +31,13 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from engine.bounce_mime import ParseLimits
 from engine.clock import SystemClock
-from engine.config import redis_from_env
+from engine.config import BounceConfig, redis_from_env
 from engine.dsn import BounceRecord, ParsedMessage, parse_message
 from engine.errors import InputError, QueueError
 from engine.queue.bounces import Applied, BounceStore, Report
 from engine.queue.connect import open_redis, resolve_url
 from engine.queue.suppression import Suppressed, SuppressionList
-from engine.verp import BounceConfig, parse_address, parse_trace
+from engine.verp import parse_address, parse_trace
 
 log = logging.getLogger("bulkmail.bounces")
 
@@ -149,12 +149,16 @@ async def serve_bounces(config: BounceConfig, redis_url: str, namespace: str = "
 # ---- commands -------------------------------------------------------------------
 
 
-def _add_redis(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--redis", metavar="URL", default=None, help="Redis URL (default: BULKMAIL_REDIS_URL, else embedded)")
+def _add_redis(p: argparse.ArgumentParser, nested: bool = True) -> None:
+    """``--redis`` both right after ``suppress``/``bounces`` and after the action: the nested
+    one must not reset what the outer one set, hence SUPPRESS as its default."""
+    p.add_argument("--redis", metavar="URL", default=argparse.SUPPRESS if nested else None,
+                   help="Redis URL (default: BULKMAIL_REDIS_URL, else embedded)")  # fmt: skip
 
 
 def add_bounce_commands(subparsers: Any) -> None:
     bounces = subparsers.add_parser("bounces", help="asynchronous bounces: listen, parse")
+    _add_redis(bounces, nested=False)
     sub = bounces.add_subparsers(dest="bounces_command", required=True)
     serve = sub.add_parser("serve", help="run the inbound SMTP listener for the bounce domain")
     _add_redis(serve)
@@ -213,6 +217,7 @@ def cmd_bounces_serve(args: argparse.Namespace) -> int:
 
 def add_suppress_commands(subparsers: Any) -> None:
     top = subparsers.add_parser("suppress", help="the suppression list per sender domain")
+    _add_redis(top, nested=False)
     sub = top.add_subparsers(dest="suppress_command", required=True)
     for name, text in (("add", "suppress addresses"), ("remove", "lift suppressions")):
         p = sub.add_parser(name, help=text)

@@ -19,12 +19,13 @@ from dataclasses import replace
 from typing import Any
 
 from engine.client import Client, dumps
-from engine.config import TLS_POLICIES, EngineConfig, redis_from_env
+from engine.config import TLS_POLICIES, BounceConfig, EngineConfig, redis_from_env
 from engine.errors import InputError, QueueError, QueueUnavailable
 from engine.queue.audit import audit_job
 from engine.queue.connect import resolve_url
 from engine.queue.embedded import stop_embedded
 from workers import control
+from workers.bounces import add_bounce_commands, add_suppress_commands
 from workers.progress import ProgressLine
 
 EXIT_FAIL, EXIT_INPUT, EXIT_REDIS, EXIT_NOT_FOUND = 1, 2, 3, 4
@@ -75,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("job", nargs="?", default=None)
 
     control.add_commands(sub, _add_redis)
+    add_bounce_commands(sub)
+    add_suppress_commands(sub)
 
     redis_cmd = sub.add_parser("redis", help="the embedded redis-server: url, start, stop")
     _add_redis(redis_cmd)
@@ -102,6 +105,7 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
     retry = config.retry if args.retry_base is None else replace(config.retry, base=args.retry_base)
     redis_cfg = redis_from_env(args.redis)
     workers = args.workers or config.worker.workers or os.cpu_count() or 1
+    bounce = BounceConfig.from_env() if os.environ.get("BULKMAIL_BOUNCE_DOMAIN") else config.bounce
     return replace(
         config,
         smtp=smtp,
@@ -109,6 +113,7 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
         retry=retry,
         redis=replace(config.redis, url=redis_cfg.url, home=redis_cfg.home),
         worker=replace(config.worker, workers=workers),
+        bounce=bounce,
     )
 
 
@@ -225,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("BULKMAIL_LOG_LEVEL", "INFO"), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "func", None) is not None:
+            return int(args.func(args))
         if args.command == "serve":
             return cmd_serve(args)
         if args.command == "redis":

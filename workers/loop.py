@@ -25,9 +25,10 @@ from engine.config import EngineConfig
 from engine.errors import DnsError, QueueError
 from engine.net.resolver import MxResolver
 from engine.net.tls import TlsContexts
-from engine.outcome import CANCELLED, EXPIRED
+from engine.outcome import CANCELLED, EXPIRED, SUPPRESSED
 from engine.queue.sites import SitesStore
 from engine.queue.store import ClaimedChunk, QueueStore
+from engine.queue.suppression import Suppressed, SuppressionList
 from engine.shaping import resolve
 from workers.dispatcher import Shared, SiteDispatcher
 from workers.jobs import JobCache, JobContext
@@ -69,11 +70,12 @@ class WorkerLoop:
         self.clock = clock
         self.token = token
         self.outstanding = 0
-        self.reporter = Reporter(store, token, config.queue, clock, self._settled)
+        self.suppression = SuppressionList(store.redis, config.queue.namespace, clock)
+        self.reporter = Reporter(store, token, config.queue, clock, self._settled, self.suppression)
         self.settler = Settler(self.reporter, config.retry, clock, rng or random.Random())
         smtp = config.smtp
         self.pools = HostPools(smtp.max_conns_per_mx)
-        self.jobs = JobCache(store, config.retry, smtp.helo)
+        self.jobs = JobCache(store, config.retry, smtp.helo, config.bounce)
         self.site_store = SitesStore(store.redis, store.keys, clock, config.shaping.adaptive)
         self.shared = Shared(
             pools=self.pools,
@@ -268,11 +270,17 @@ class WorkerLoop:
             log.error("chunk %s belongs to a job without metadata; left to its lease", chunk.key)
             return
         now = self.clock.wall()
+        suppressed = await self._suppressed(job, chunk)
         by_domain: dict[str, list[Item]] = defaultdict(list)
         for record in chunk.records:
             item = Item(held, record)
             if now >= job.expires_at:
-                verdict = Verdict(EXPIRED, 0, "4.4.7", "message expired in the queue (max_age reached)")
+                verdict = Verdict(EXPIRED, 0, "4.4.7", "message expired in the queue (max_age reached)", "expired")
+                self.settler.settle(job, item, verdict, attempted=False)
+            elif record.to in suppressed:
+                entry = suppressed[record.to]
+                verdict = Verdict(SUPPRESSED, 0, "5.7.1", f"suppressed ({entry.source}): {entry.reason}",
+                                  entry.category, "recipient", permanent=True)  # fmt: skip
                 self.settler.settle(job, item, verdict, attempted=False)
             else:
                 by_domain[record.domain].append(item)
@@ -280,6 +288,15 @@ class WorkerLoop:
             task = asyncio.create_task(self._route(job, domain, items))
             self._routing.add(task)
             task.add_done_callback(self._routing.discard)
+
+    async def _suppressed(self, job: JobContext, chunk: ClaimedChunk) -> dict[str, Suppressed]:
+        """Addresses of this chunk on the sender domain's suppression list (one round trip)."""
+        while True:
+            try:
+                return await self.suppression.check(job.sender_domain, [r.to for r in chunk.records])
+            except QueueError as exc:
+                log.warning("cannot read the suppression list: %s", exc)
+                await self._pause(1.0)
 
     async def _job(self, job_id: str) -> JobContext | None:
         while True:
@@ -306,7 +323,7 @@ class WorkerLoop:
             site = self.sites[bucket] = SiteDispatcher(bucket, route.hosts, policy, self.shared)
         else:
             site.hosts = route.hosts
-        per_txn = limits.max_recipients_per_transaction if job.template.identical else 1
+        per_txn = limits.max_recipients_per_transaction if job.template.identical and not job.verp else 1
         for start in range(0, len(items), max(per_txn, 1)):
             site.enqueue(Unit(job, domain, items[start : start + per_txn]))
 

@@ -19,6 +19,7 @@ from engine.config import QueueConfig
 from engine.errors import QueueError
 from engine.outcome import QUEUED, Outcome
 from engine.queue.store import ChunkReport, QueueStore, RetryGroup
+from engine.queue.suppression import Suppressed, SuppressionList
 from workers.work import Held
 
 log = logging.getLogger("bulkmail.reporter")
@@ -32,6 +33,7 @@ class Reporter:
         config: QueueConfig,
         clock: Clock,
         on_settled: Callable[[int], None],
+        suppression: SuppressionList | None = None,
     ) -> None:
         self.store = store
         self.token = token
@@ -43,6 +45,8 @@ class Reporter:
         self._wake = asyncio.Event()
         self._on_settled = on_settled
         self.failures = 0
+        self.suppression = suppression
+        self._suppress: list[Suppressed] = []
 
     def hold(self, held: Held) -> None:
         self.held[held.key] = held
@@ -69,6 +73,21 @@ class Reporter:
         if self._unreported >= self.config.report_batch:
             self._wake.set()
 
+    def suppress(self, entry: Suppressed) -> None:
+        """A permanent recipient-fault failure: the address goes on its sender domain's list."""
+        self._suppress.append(entry)
+        self._wake.set()
+
+    async def _flush_suppressions(self) -> None:
+        if not self._suppress or self.suppression is None:
+            return
+        entries, self._suppress = self._suppress, []
+        try:
+            await self.suppression.add_many(entries)
+        except QueueError as exc:
+            log.warning("cannot record %d suppressions yet: %s", len(entries), exc)
+            self._suppress = entries + self._suppress
+
     def forget(self, key: str) -> None:
         """Our lease on this chunk is gone; whatever we still hold for it is void."""
         held = self.held.pop(key, None)
@@ -90,6 +109,7 @@ class Reporter:
 
     async def flush(self) -> bool:
         """Write what is buffered; False (and everything kept) when Redis failed."""
+        await self._flush_suppressions()
         if not self._dirty:
             return True
         batch = list(self._dirty.values())

@@ -9,6 +9,7 @@ from engine.classify import Verdict
 from engine.clock import Clock
 from engine.config import RetryConfig
 from engine.outcome import DEFERRED, EXPIRED, QUEUED, Outcome
+from engine.queue.suppression import Suppressed
 from engine.retry import next_attempt
 from workers.jobs import JobContext
 from workers.reporter import Reporter
@@ -61,8 +62,13 @@ class Settler:
             attempt=item.attempt if attempted else rec.attempts,
             possible_duplicate=item.possible_duplicate or unsure,
             retry_at=retry_at,
+            category="expired" if status == EXPIRED and verdict.status != EXPIRED else verdict.category,
+            fault=verdict.fault,
         )
         self.reporter.add(item.held, outcome, retry_record, bucket)
+        if verdict.suppress and attempted:
+            entry = Suppressed(job.sender_domain, rec.to, verdict.text[:200], "smtp", 0.0, verdict.category)
+            self.reporter.suppress(entry)
 
     def hand_back(self, item: Item) -> None:
         """Queue a recipient again without an attempt (its job was paused)."""

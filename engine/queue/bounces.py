@@ -24,9 +24,10 @@ from redis.commands.core import AsyncScript
 
 from engine.bounce_rules import RECIPIENT
 from engine.clock import Clock
+from engine.config import BounceConfig
 from engine.queue.scripts import load_source
 from engine.queue.suppression import BounceKeys, Suppressed, domain_of, guarded, normalise
-from engine.verp import BounceConfig, VerpRef, job_digest, verify
+from engine.verp import VerpRef, job_digest, verify
 
 
 @dataclass(frozen=True, slots=True)

@@ -219,7 +219,7 @@ class QueueStore:
         for r in reports:
             outcomes = [
                 [o.index, o.state_byte, o.rcpt, o.status, o.code, o.enhanced, o.reply, o.mx, o.attempt,
-                 1 if o.possible_duplicate else 0]
+                 1 if o.possible_duplicate else 0, o.category, o.fault]
                 for o in r.outcomes
             ]  # fmt: skip
             retry: list[Any] = []
@@ -380,6 +380,10 @@ def event_dict(job_id: str, entry_id: bytes, fields: dict[bytes, bytes]) -> dict
         "attempt": int(f.get("a", "0") or 0),
         "ts": int(f.get("ts", "0")) / 1000.0,
         "possible_duplicate": f.get("d") == "1",
+        "category": f.get("k") or None,
+        "fault": f.get("f") or None,
+        "source": f.get("src", "smtp"),  # smtp (an attempt), async (a later DSN), arf (a complaint)
+        **({"verified": f.get("v") == "1", "applied": f.get("ap") == "1"} if "src" in f else {}),
     }
 
 

@@ -19,13 +19,13 @@ import pytest
 from redis.asyncio import Redis
 
 from engine import bounce_rules as r
-from engine.config import QueueConfig
+from engine.config import BounceConfig, QueueConfig
 from engine.outcome import Outcome
 from engine.queue.audit import audit_job
 from engine.queue.bounces import BounceStore
 from engine.queue.store import ChunkReport, QueueStore
 from engine.queue.suppression import SuppressionList
-from engine.verp import BounceConfig, envelope_sender, trace_header
+from engine.verp import envelope_sender, trace_header
 from tests.support.builders import build
 from tests.support.clock import ManualClock
 from tests.support.ports import free_port

@@ -61,7 +61,8 @@ def children(pid: int) -> list[int]:
 
 class Serve:
     def __init__(self, redis_url: str, *, dns: tuple[str, int], smtp_port: int, workers: int = 2,
-                 config: str | None = None, log: Path | None = None, extra: tuple[str, ...] = ()) -> None:
+                 config: str | None = None, log: Path | None = None, extra: tuple[str, ...] = (),
+                 env: dict[str, str] | None = None) -> None:
         self.argv = [*BULKMAIL, "serve", "--redis", redis_url, "--workers", str(workers),
                      "--dns", f"{dns[0]}:{dns[1]}", "--smtp-port", str(smtp_port),
                      "--allow-private-mx", "--helo", "bulkmail.test", *extra]
@@ -69,12 +70,13 @@ class Serve:
             self.argv += ["--config", config]
         self.workers = workers
         self.log = log
+        self.env = env or {}
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Serve:
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(self.argv, cwd=ROOT, stdout=out, stderr=out,
-                                        env={**os.environ, "BULKMAIL_LOG_LEVEL": "INFO"})
+                                        env={**os.environ, "BULKMAIL_LOG_LEVEL": "INFO", **self.env})
         wait_until(lambda: len(self.worker_pids()) == self.workers, 20, what="worker processes")
         return self
 

@@ -55,10 +55,10 @@ class MailWorld:
         path.write_text(text)
         return str(path)
 
-    def serve(self, workers: int = 2, config: str | None = None) -> Serve:
+    def serve(self, workers: int = 2, config: str | None = None, env: dict[str, str] | None = None) -> Serve:
         log = self.tmp / f"serve{len(self.serves)}.log"
         serve = Serve(self.redis_url, dns=self.dns.address, smtp_port=self.port, workers=workers,
-                      config=config, log=log)
+                      config=config, log=log, env=env)
         self.serves.append(serve)
         return serve.start()
 

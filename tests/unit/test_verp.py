@@ -9,9 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.address import parse_address as parse_mailbox
+from engine.config import BounceConfig
 from engine.verp import (
     MAX_LOCAL_PART,
-    BounceConfig,
     envelope_sender,
     job_digest,
     parse_address,

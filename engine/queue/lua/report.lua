@@ -5,7 +5,8 @@
 -- ARGV[1] namespace  ARGV[2] worker token  ARGV[3] now (ms)  ARGV[4] events on ('1'/'0')
 -- ARGV[5] events maxlen  ARGV[6] msgpack payload: list of
 --   {job id, chunk, done (0/1), outcomes, retry}
---   outcome = {index, new state byte, rcpt, status, code, enhanced, reply, mx, attempt, dup (0/1)}
+--   outcome = {index, new state byte, rcpt, status, code, enhanced, reply, mx, attempt, dup (0/1),
+--              category, fault}
 --   retry   = list of {records, packed indices, due (ms), bucket, kind}: recipients deferred in this
 --             report, one retry chunk per shaping bucket (so retry-now can find them); kind 'q'
 --             is a hand-back instead: recipients queued again unattempted ('q', no event),
@@ -49,6 +50,8 @@ for _, r in ipairs(reports) do
         if events_on and new ~= 'q' then
           local ev = {'r', o[3], 's', status, 'c', o[5], 'e', o[6], 't', o[7], 'm', o[8], 'a', o[9], 'ts', now}
           if o[10] == 1 then ev[#ev + 1] = 'd'; ev[#ev + 1] = '1' end
+          if o[11] ~= '' then ev[#ev + 1] = 'k'; ev[#ev + 1] = o[11] end
+          if o[12] ~= '' then ev[#ev + 1] = 'f'; ev[#ev + 1] = o[12] end
           redis.call('XADD', jkey .. ':ev', 'MAXLEN', '~', maxlen, '*', unpack(ev))
         end
       end
