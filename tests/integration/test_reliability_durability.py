@@ -30,7 +30,7 @@ from engine.queue.durability import (
     waitaof_command,
 )
 from tests.support.dns_server import DnsServer
-from tests.support.fault_servers import FaultRedis
+from tests.support.fault_servers import FaultRedis, fault_redis_servers
 from tests.support.ports import free_port
 from tests.support.serve import Serve, cli
 from tests.support.waiting import wait_until
@@ -49,16 +49,8 @@ ACL_USERS = [
 
 @pytest.fixture
 def fault_redis(tmp_path: Path) -> Iterator[Callable[..., FaultRedis]]:
-    started: list[FaultRedis] = []
-
-    def make(**extra: str) -> FaultRedis:
-        server = FaultRedis(tmp_path / f"redis{len(started)}", extra=extra, extra_lines=ACL_USERS).start()
-        started.append(server)
-        return server
-
-    yield make
-    for server in started:
-        server.stop()
+    with fault_redis_servers(tmp_path, ACL_USERS) as make:
+        yield make
 
 
 def user_url(server: FaultRedis, user: str) -> str:

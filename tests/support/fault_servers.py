@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import shutil
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -309,3 +309,22 @@ class FaultRedis:
                 client.bgsave()
                 wait_until(lambda: self.info("persistence")["rdb_last_bgsave_status"] == "ok", 10,
                            what="a successful RDB save")
+
+
+@contextlib.contextmanager
+def fault_redis_servers(base: Path, users: list[str] | None = None) -> Iterator[Callable[..., FaultRedis]]:
+    """``make(**config) -> FaultRedis``, started, each in a directory of its own under ``base``,
+    stopped on exit. ``users``: ACL lines for every server; the faults are set through the
+    plain URL (the ``default`` user), so keep that one allowed to run CONFIG and REPLICAOF."""
+    started: list[FaultRedis] = []
+
+    def make(**config: str) -> FaultRedis:
+        server = FaultRedis(base / f"redis{len(started)}", extra=config, extra_lines=users).start()
+        started.append(server)
+        return server
+
+    try:
+        yield make
+    finally:
+        for server in started:
+            server.stop()
