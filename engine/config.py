@@ -104,7 +104,8 @@ class RedisConfig:
 
 @dataclass(frozen=True, slots=True)
 class WorkerConfig:
-    workers: int = 0  # 0: CPU count
+    workers: int = 0  # bulk worker processes; 0: CPU count
+    transactional_workers: int = 1  # processes that take only transactional mail, so it never queues behind bulk
     drain_timeout: float = 5.0  # SIGTERM: seconds for in-flight transactions to finish
     restart_backoff: float = 1.0
 

@@ -40,9 +40,9 @@ from workers.work import Held, Item, Unit
 
 log = logging.getLogger("bulkmail.worker")
 
-TX_POLL = 0.02  # seconds between looks at the transactional lane while the window is full
 SITE_SYNC = 0.5  # seconds between syncs of each active bucket with Redis
 JOB_WATCH = 0.5  # seconds between looks at the state of jobs with mail waiting here
+RESERVED_FOR_TRANSACTIONAL = 2  # connections a transactional worker may open beyond a site's limit
 
 
 @dataclass(slots=True)
@@ -62,7 +62,9 @@ class WorkerLoop:
         clock: Clock,
         token: str,
         rng: random.Random | None = None,
+        lanes: tuple[str, ...] = ("transactional", "bulk"),
     ) -> None:
+        self.lanes = lanes
         self.config = config
         self.store = store
         self.blocking = blocking
@@ -138,7 +140,7 @@ class WorkerLoop:
             asyncio.create_task(self._watch_jobs(), name="job-watch"),
         ]
         try:
-            await self._claim_loop()
+            await asyncio.gather(*(self._claim_loop(lane) for lane in self.lanes))
             await self.drain()
         finally:
             for task in background:
@@ -149,25 +151,21 @@ class WorkerLoop:
         self._stopping.set()
         self._capacity.set()
 
-    async def _claim_loop(self) -> None:
+    async def _claim_loop(self, lane: str = "bulk") -> None:
+        """Bulk work fills a window of ``queue.window`` recipients; transactional mail has a
+        claimer of its own that never waits for that window (it blocks on its own wake list)."""
         queue = self.config.queue
         backoff = 0.05
         while not self._stopping.is_set():
-            lanes: tuple[str, ...] = ("transactional", "bulk")
-            if self.outstanding >= queue.window:
-                # full of bulk work: still look for transactional mail, which must not wait for it
+            if lane == "bulk" and self.outstanding >= queue.window:
                 self._capacity.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._capacity.wait(), TX_POLL)
-                if self.outstanding >= queue.window:
-                    lanes = ("transactional",)
-            room = (queue.window - self.outstanding) // max(queue.chunk_size, 1)
+                await self._capacity.wait()
+                continue
+            room = max(1, (queue.window - self.outstanding) // max(queue.chunk_size, 1))
             try:
-                chunks = await self.store.claim(self.token, max(1, min(room, queue.claim_chunks)), lanes)
-                if not chunks and len(lanes) == 1:
-                    continue
+                chunks = await self.store.claim(self.token, min(room, queue.claim_chunks), (lane,))
                 if not chunks:
-                    await self._idle_wait()
+                    await self._idle_wait(lane)
                 backoff = 0.05
             except QueueError as exc:
                 log.warning("claim failed: %s (retrying in %.1fs)", exc, backoff)
@@ -175,10 +173,10 @@ class WorkerLoop:
                 backoff = min(backoff * 2, 5.0)
                 continue
             for chunk in chunks:
-                await self._take(chunk)
+                self._take(chunk)
 
-    async def _idle_wait(self) -> None:
-        waiter = asyncio.create_task(self.store.wait_for_work(self.blocking, 1.0))
+    async def _idle_wait(self, lane: str) -> None:
+        waiter = asyncio.create_task(self.store.wait_for_work(self.blocking, 1.0, lane))
         stopper = asyncio.create_task(self._stopping.wait())
         _, pending = await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
         for task in pending:
@@ -257,20 +255,35 @@ class WorkerLoop:
 
     # ---- routing ------------------------------------------------------------
 
-    async def _take(self, chunk: ClaimedChunk) -> None:
+    def _take(self, chunk: ClaimedChunk) -> None:
+        """Hold the chunk now; read its job, suppressions and routes in a task of its own,
+        so the claimer goes straight back to claiming."""
         self.counters.claimed_chunks += 1
         held = Held(chunk, remaining=len(chunk.records))
         self.outstanding += held.remaining
         self.counters.recipients += held.remaining
         self.reporter.hold(held)
-        if not chunk.records:
+        if chunk.records:
+            task = asyncio.create_task(self._prepare(chunk, held))
+            self._routing.add(task)
+            task.add_done_callback(self._routing.discard)
+
+    async def _prepare(self, chunk: ClaimedChunk, held: Held) -> None:
+        try:
+            job = await self._job(chunk.job_id)
+            if job is None:
+                raise QueueError(f"job {chunk.job_id} has no metadata")
+        except Exception:
+            # A job we cannot read (corrupt template, missing meta) must not be held forever:
+            # stop renewing its lease; after queue.max_claims such leases it is quarantined.
+            log.exception("chunk %s cannot be worked on; its lease will lapse", chunk.key)
+            self.reporter.forget(chunk.key)
             return
-        job = await self._job(chunk.job_id)
-        if job is None:
-            log.error("chunk %s belongs to a job without metadata; left to its lease", chunk.key)
-            return
+        self._split(job, chunk, held, await self._suppressed(job, chunk))
+
+    def _split(self, job: JobContext, chunk: ClaimedChunk, held: Held, suppressed: dict[str, Suppressed]) -> None:
+        """Expired and suppressed recipients are decided here; the rest go to routing by domain."""
         now = self.clock.wall()
-        suppressed = await self._suppressed(job, chunk)
         by_domain: dict[str, list[Item]] = defaultdict(list)
         for record in chunk.records:
             item = Item(held, record)
@@ -319,7 +332,8 @@ class WorkerLoop:
         bucket, limits = resolve(self.config.shaping, route.site, tuple(h.name for h in route.hosts), domain)
         site = self.sites.get(bucket)
         if site is None:
-            policy = SitePolicy(bucket, limits, self.site_store, self.token)
+            reserve = RESERVED_FOR_TRANSACTIONAL if self.lanes == ("transactional",) else 0
+            policy = SitePolicy(bucket, limits, self.site_store, self.token, reserve)
             site = self.sites[bucket] = SiteDispatcher(bucket, route.hosts, policy, self.shared)
         else:
             site.hosts = route.hosts

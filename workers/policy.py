@@ -24,7 +24,8 @@ TOKEN_BATCH = 20  # rate tokens fetched at once per bucket
 
 
 class SitePolicy:
-    def __init__(self, bucket: str, limits: Limits, store: SitesStore, token: str) -> None:
+    def __init__(self, bucket: str, limits: Limits, store: SitesStore, token: str, reserve: int = 0) -> None:
+        self.reserve = reserve  # slots beyond the limit this worker may take (transactional workers)
         self.bucket = bucket
         self.limits = limits
         self.store = store
@@ -50,7 +51,7 @@ class SitePolicy:
         """(slot id or None, seconds to wait when refused, why)."""
         conn_id = f"{self.token}#{next(self._ids)}"
         try:
-            granted, wait, reason = await self.store.connect(self.bucket, self.limits, conn_id)
+            granted, wait, reason = await self.store.connect(self.bucket, self.limits, conn_id, self.reserve)
         except QueueError as exc:
             return None, 1.0, f"queue unavailable: {exc}"
         if not granted:

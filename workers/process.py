@@ -38,14 +38,14 @@ def die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-async def run_worker(config: EngineConfig, token: str) -> None:
+async def run_worker(config: EngineConfig, token: str, lanes: tuple[str, ...] = ("transactional", "bulk")) -> None:
     assert config.redis.url, "the supervisor resolves the Redis URL before starting workers"
     clock = SystemClock()
     redis = open_redis(config.redis.url)
     blocking = Redis.from_url(config.redis.url)  # BLPOP on a connection of its own
     store = QueueStore(redis, config.queue, clock)
     resolver = MxResolver(config.dns, clock)
-    worker = WorkerLoop(config, store, blocking, resolver, clock, token)
+    worker = WorkerLoop(config, store, blocking, resolver, clock, token, lanes=lanes)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, worker.stop)
     loop.add_signal_handler(signal.SIGINT, worker.stop)
@@ -75,7 +75,16 @@ def main() -> None:
     )
     config = EngineConfig.from_mapping(json.loads(os.environ["BULKMAIL_WORKER_CONFIG"]))
     token = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-    uvloop.run(run_worker(config, token))
+    lanes = tuple(os.environ.get("BULKMAIL_WORKER_LANES", "transactional,bulk").split(","))
+    profile = os.environ.get("BULKMAIL_PROFILE")  # a directory: cProfile stats per worker, for development
+    if not profile:
+        uvloop.run(run_worker(config, token, lanes))
+        return
+    import cProfile
+
+    with cProfile.Profile() as prof:
+        uvloop.run(run_worker(config, token, lanes))
+    prof.dump_stats(os.path.join(profile, f"worker-{os.getpid()}.prof"))
 
 
 if __name__ == "__main__":

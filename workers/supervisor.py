@@ -1,5 +1,7 @@
-"""The supervisor (``bulkmail serve``): N worker processes, restarted when they
-die, stopped together on SIGTERM/SIGINT.
+"""The supervisor (``bulkmail serve``): N bulk worker processes plus the
+transactional ones (1 by default), restarted when they die, stopped together on
+SIGTERM/SIGINT. A transactional worker takes only transactional mail: it is
+idle most of the time, so a password reset never waits behind a busy event loop.
 
 Workers are plain child processes (``python -m workers.process``), so a worker
 that crashes or is SIGKILLed takes nothing with it: its leases run out and
@@ -26,6 +28,7 @@ log = logging.getLogger("bulkmail.supervisor")
 @dataclass
 class Slot:
     index: int
+    lanes: str  # "bulk" or "transactional"
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     started: float = field(default=0.0)
@@ -35,16 +38,18 @@ class Supervisor:
     def __init__(self, config: EngineConfig, workers: int) -> None:
         self.config = config
         self.count = workers
-        self.slots = [Slot(i) for i in range(workers)]
+        lanes = ["bulk"] * workers + ["transactional"] * config.worker.transactional_workers
+        self.slots = [Slot(i, lane) for i, lane in enumerate(lanes)]
         self._stop = threading.Event()
 
     def _spawn(self, slot: Slot) -> None:
         env = dict(os.environ)
         env["BULKMAIL_WORKER_CONFIG"] = json.dumps(self.config.to_mapping())
         env["BULKMAIL_WORKER_INDEX"] = str(slot.index)
+        env["BULKMAIL_WORKER_LANES"] = slot.lanes
         slot.process = subprocess.Popen([sys.executable, "-m", "workers.process"], env=env)
         slot.started = time.monotonic()
-        log.info("worker %d started (pid %d)", slot.index, slot.process.pid)
+        log.info("worker %d (%s) started (pid %d)", slot.index, slot.lanes, slot.process.pid)
 
     def request_stop(self, *_: object) -> None:
         self._stop.set()

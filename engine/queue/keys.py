@@ -15,7 +15,8 @@ Layout (``ns`` is QueueConfig.namespace, ``J`` a job id, ``c`` a chunk number):
   {ns}:claims            hash   "J:c" -> times claimed (poison detection)
   {ns}:retry             zset   "J:c" -> due time (ms) of a retry chunk
   {ns}:quarantine        hash   "J:c" -> reason
-  {ns}:wake              list   markers idle workers block on
+  {ns}:wake              list   markers idle workers block on (bulk)
+  {ns}:wake:tx           list   markers the transactional claimer blocks on
   {ns}:workers           zset   worker token -> last heartbeat (ms)
   {ns}:sites             set    shaping buckets seen (sites, or "domain:D" with an override)
   {ns}:site:B            hash   adaptive limits and state of bucket B (see engine/queue/sites.py)
@@ -83,6 +84,10 @@ class Keys:
     @property
     def wake(self) -> str:
         return f"{self.ns}:wake"
+
+    @property
+    def wake_tx(self) -> str:
+        return f"{self.ns}:wake:tx"
 
     @property
     def workers(self) -> str:

@@ -53,14 +53,15 @@ class SitesStore:
         except rexc.RedisError as exc:
             raise QueueError(f"Redis error: {exc}") from exc
 
-    async def connect(self, bucket: str, limits: Limits, conn_id: str) -> tuple[bool, float, str]:
-        """(granted, seconds to wait before asking again, reason when refused)."""
+    async def connect(self, bucket: str, limits: Limits, conn_id: str, reserve: int = 0) -> tuple[bool, float, str]:
+        """(granted, seconds to wait before asking again, reason when refused). ``reserve``:
+        slots beyond the limit this caller may take (transactional mail must not wait for bulk)."""
         k = self.keys
         granted, wait_ms, reason = await self._call(
             "site_connect",
             [k.site(bucket), k.site_conns(bucket), k.site_new(bucket), k.sites],
             [bucket, _ms(self.clock.wall()), _ms(SLOT_TTL), conn_id, limits.max_connections,
-             limits.initial_connections, limits.max_new_connections_per_minute],
+             limits.initial_connections, limits.max_new_connections_per_minute, reserve],
         )  # fmt: skip
         return bool(granted), int(wait_ms) / 1000.0, reason.decode() if isinstance(reason, bytes) else str(reason)
 

@@ -269,10 +269,11 @@ class QueueStore:
         first = float(first)
         return int(count), (first / 1000.0 if first >= 0 else None)
 
-    async def wait_for_work(self, blocking: Redis, timeout: float) -> bool:
-        """Block on the wake list (on a connection of its own) instead of polling."""
+    async def wait_for_work(self, blocking: Redis, timeout: float, lane: str = "bulk") -> bool:
+        """Block on the lane's wake list (on a connection of its own) instead of polling."""
+        key = self.keys.wake_tx if lane == "transactional" else self.keys.wake
         try:
-            return await blocking.blpop([self.keys.wake], timeout=max(timeout, 0.01)) is not None
+            return await blocking.blpop([key], timeout=max(timeout, 0.01)) is not None
         except rexc.RedisError as exc:
             raise _wrap(exc) from exc
 

@@ -77,7 +77,7 @@ class Serve:
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(self.argv, cwd=ROOT, stdout=out, stderr=out,
                                         env={**os.environ, "BULKMAIL_LOG_LEVEL": "INFO", **self.env})
-        wait_until(lambda: len(self.worker_pids()) == self.workers, 20, what="worker processes")
+        wait_until(lambda: len(self.worker_pids()) == self.workers + 1, 20, what="worker processes")
         return self
 
     def worker_pids(self) -> list[int]:

@@ -42,9 +42,11 @@ local function ensure_in_lane(ns, job_id)
   if not redis.call('LPOS', lane, job_id) then redis.call('RPUSH', lane, job_id) end
 end
 
-local function wake(ns, count)
-  for _ = 1, count do redis.call('LPUSH', ns .. ':wake', '1') end
-  redis.call('LTRIM', ns .. ':wake', 0, 63)
+local function wake(ns, count, lane)
+  local list = ns .. ':wake'
+  if lane == 'transactional' then list = list .. ':tx' end  -- its own claimer blocks on it
+  for _ = 1, count do redis.call('LPUSH', list, '1') end
+  redis.call('LTRIM', list, 0, 63)
 end
 
 -- Put a leased chunk back at the head of its job's ready list; in-flight

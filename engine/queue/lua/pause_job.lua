@@ -15,6 +15,6 @@ if state == 'active' then return 0 end
 redis.call('HSET', KEYS[1], 'state', 'active')
 if redis.call('LLEN', KEYS[2]) > 0 then
   ensure_in_lane(ARGV[1], ARGV[2])
-  wake(ARGV[1], 8)
+  wake(ARGV[1], 8, redis.call('HGET', KEYS[1], 'priority'))
 end
 return 1

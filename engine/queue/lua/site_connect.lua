@@ -4,6 +4,7 @@
 -- KEYS[1] site hash  KEYS[2] conns zset  KEYS[3] new-connections zset  KEYS[4] sites set
 -- ARGV[1] bucket  ARGV[2] now (ms)  ARGV[3] slot ttl (ms)  ARGV[4] connection id
 -- ARGV[5] configured max connections  ARGV[6] initial connections  ARGV[7] max new per minute (0: no limit)
+-- ARGV[8] reserve: slots beyond the limit this caller may take (transactional workers)
 -- Returns {1, 0, ''} when granted, else {0, retry after (ms), reason}.
 local now, ttl = tonumber(ARGV[2]), tonumber(ARGV[3])
 local max_conns, initial, per_minute = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -14,7 +15,7 @@ if redis.call('HGET', KEYS[1], 'paused') == '1' then return {0, 1000, 'paused'} 
 local down = tonumber(redis.call('HGET', KEYS[1], 'down_until') or '0')
 if down > now then return {0, down - now, 'down'} end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-local limit = math.min(tonumber(redis.call('HGET', KEYS[1], 'climit')), max_conns)
+local limit = math.min(tonumber(redis.call('HGET', KEYS[1], 'climit')), max_conns) + tonumber(ARGV[8] or '0')
 if redis.call('ZCARD', KEYS[2]) >= limit then return {0, 250, 'connection limit ' .. limit} end
 if per_minute > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - 60000)

@@ -17,6 +17,6 @@ redis.call('HDEL', KEYS[1], 'loader')
 redis.call('ZADD', KEYS[3], redis.call('HGET', KEYS[1], 'created'), ARGV[3])
 if n > 0 then
   ensure_in_lane(ARGV[1], ARGV[3])
-  wake(ARGV[1], math.min(n, tonumber(ARGV[4])))
+  wake(ARGV[1], math.min(n, tonumber(ARGV[4])), redis.call('HGET', KEYS[1], 'priority'))
 end
 return n
