@@ -7,12 +7,13 @@ import json
 import os
 import re
 import signal
+import subprocess
 from collections import Counter
 
 import redis
 
 from engine.queue.keys import Keys
-from tests.support.serve import events, status
+from tests.support.serve import BULKMAIL, ROOT, events, status
 from tests.support.waiting import wait_until
 from tests.support.world import FAST, MailWorld, audit_ok, newsletter, submit, wait_done
 
@@ -154,3 +155,19 @@ def test_sigterm_stops_everything_and_a_restart_finishes(mail_world: MailWorld) 
     flagged = {e["rcpt"] for e in events(mail_world.redis_url, job) if e["possible_duplicate"]}
     assert {r for r, n in received.items() if n > 1} <= flagged
     audit_ok(mail_world, job)
+
+
+def test_events_follow_prints_events_as_they_happen(mail_world: MailWorld) -> None:
+    domains = mail_world.domains(2)
+    job, _, _ = submit(mail_world, newsletter(domains, 20))
+    follower = subprocess.Popen([*BULKMAIL, "events", "--redis", mail_world.redis_url, "--job", job, "--follow"],
+                                cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        mail_world.serve(workers=1)
+        assert follower.stdout is not None
+        lines = [json.loads(follower.stdout.readline()) for _ in range(20)]  # blocks until they come
+        assert {e["status"] for e in lines} == {"delivered"} and len({e["rcpt"] for e in lines}) == 20
+        assert follower.poll() is None  # still following
+    finally:
+        follower.terminate()
+        follower.wait(timeout=10)
