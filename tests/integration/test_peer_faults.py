@@ -176,7 +176,7 @@ def test_a_hanging_server_is_deferred_and_disconnected_while_other_mail_goes_out
     hanging = fault_server("127.0.0.5", **{phase: HANG})
     one_mx(mail_world, "hang.test", "127.0.0.5")
     domains = mail_world.domains(3)
-    serve = mail_world.serve(workers=1, config=config(mail_world, **{timeout: 2.0}))
+    serve = mail_world.serve(workers=1, config=config(mail_world, **{timeout: 1.0}))
     pids = serve.worker_pids()
     job, _, _ = submit(mail_world, mixed(domains, "hang.test", 3, 60))
     final = wait_until(lambda: settled(mail_world, job), 60, 0.2, "the job settled")
