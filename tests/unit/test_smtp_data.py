@@ -140,3 +140,52 @@ def test_line_ending_and_dot_soup(parts: list[bytes]) -> None:
     out = wire(body)
     assert_canonical(out)
     assert unstuff(out) == canonical(body)
+
+
+def test_a_long_last_line_without_a_line_end_is_refused() -> None:
+    # the last line has no CRLF of its own; it counts all the same (the terminator adds one)
+    with pytest.raises(LocalRefusal, match="998"):
+        data.encode(b"Subject: x\r\n\r\n" + b"y" * 999)
+    assert unstuff(wire(b"Subject: x\r\n\r\n" + b"y" * 998)) == canonical(b"Subject: x\r\n\r\n" + b"y" * 998)
+
+
+LONG_LINE_PARTS = st.one_of(
+    st.sampled_from([b"\r\n", b"\n", b"\r", b".", b"\r\n."]),
+    st.integers(990, 1002).map(lambda n: b"y" * n),
+    st.integers(0, 120).map(lambda n: b"z" * n),
+)
+
+
+@given(st.lists(LONG_LINE_PARTS, max_size=8))
+def test_long_lines_are_found_whatever_the_line_ends(parts: list[bytes]) -> None:
+    """The windowed search agrees with a length per canonical line, around 998 octets."""
+    body = b"".join(parts)
+    longest = max(map(len, re.split(rb"\r\n|\r|\n", body)))
+    if longest > data.MAX_LINE:
+        with pytest.raises(LocalRefusal, match="998"):
+            data.encode(body)
+    else:
+        out = wire(body)
+        assert_canonical(out)
+        assert unstuff(out) == canonical(body)
+
+
+def test_encoder_remembers_the_last_message_object() -> None:
+    encoder = data.Encoder()
+    message = b"Subject: hi\r\n\r\n.dotted\r\n"
+    first = encoder.encode(message)
+    assert encoder.encode(message) is first  # the same object: not scanned again
+    copy = bytes(bytearray(message))
+    assert copy is not message and encoder.encode(copy) == first
+    assert first == data.encode(message)
+
+
+def test_encoder_never_remembers_a_mutable_message() -> None:
+    encoder = data.Encoder()
+    message = bytearray(b"hello\r\n")
+    assert b"".join(encoder.encode(message)[0]) == b"hello\r\n.\r\n"  # type: ignore[arg-type]
+    message[0:1] = b"."
+    assert b"".join(encoder.encode(message)[0]) == b"..ello\r\n.\r\n"  # type: ignore[arg-type]
+    message[1:2] = b"\x00"
+    with pytest.raises(LocalRefusal):
+        encoder.encode(message)  # type: ignore[arg-type]
