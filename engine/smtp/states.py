@@ -157,6 +157,17 @@ class TransactionDone:
     result: TransactionResult
 
 
+def new_transaction_done(result: TransactionResult) -> TransactionDone:
+    """``TransactionDone(result)`` without the frozen ``__init__`` (one per transaction)."""
+    event = _new(TransactionDone)
+    _set_result(event, result)
+    return event
+
+
+_new = object.__new__
+_set_result = vars(TransactionDone)["result"].__set__
+
+
 @dataclass(frozen=True, slots=True)
 class NoopDone:
     reply: Reply

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from engine.config import SmtpLimits
 from engine.errors import RemoteProtocolError
-from engine.smtp.replies import EnhancedCode, Reply, ReplyParser, split_enhanced
+from engine.smtp.replies import EnhancedCode, Reply, ReplyParser, new_reply, split_enhanced
 
 E = EnhancedCode
 
@@ -187,3 +187,30 @@ def test_any_split_gives_the_same_replies(wires: list[bytes], data: st.DataObjec
         parser.feed(stream[start:end])
         got.extend(as_tuples(parse_all(parser)))
     assert got == expected
+
+
+def test_unique_replies_do_not_push_the_common_ones_out_of_the_cache() -> None:
+    parser = ReplyParser(SmtpLimits())
+    parser.feed(b"250 2.0.0 Ok\r\n")
+    common = parser.next_reply(".")
+    for n in range(500):  # "queued as" ids: every one different
+        parser.feed(b"250 2.0.0 Ok: queued as 4Q%05X\r\n250 2.0.0 Ok\r\n" % n)
+        unique, again = parser.next_reply("."), parser.next_reply(".")
+        assert unique is not None and unique.text == f"Ok: queued as 4Q{n:05X}"
+        assert again is common
+    assert parser.buffered == 0
+
+
+def test_a_chunk_fed_as_a_bytearray_is_not_read_after_it_changes() -> None:
+    parser = ReplyParser(SmtpLimits())
+    chunk = bytearray(b"250 Ok\r\n")
+    parser.feed(chunk)  # type: ignore[arg-type]
+    chunk[0:3] = b"550"
+    reply = parser.next_reply("MAIL")
+    assert reply is not None and reply.code == 250
+
+
+def test_new_reply_is_the_same_value_as_the_constructor() -> None:
+    built = new_reply(550, ("no",), E(5, 1, 1), "RCPT")
+    assert built == Reply(550, ("no",), E(5, 1, 1), "RCPT")
+    assert hash(built) == hash(Reply(550, ("no",), E(5, 1, 1), "RCPT")) and not built.local
