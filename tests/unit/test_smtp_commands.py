@@ -172,3 +172,37 @@ def test_hello() -> None:
 
 def test_xtext() -> None:
     assert commands.xtext("a+b=c d\x7f~!") == "a+2Bb+3Dc+20d+7F~!"
+
+
+ADDRESS = st.text(alphabet=st.sampled_from("ab@.-+_~!é\x7f\x01<> "), max_size=10)
+CAPS = st.sampled_from([HELO_CAPABILITIES, ESMTP, ALL, Capabilities(esmtp=True, size=64, eightbitmime=True)])
+
+
+@given(ADDRESS, st.lists(ADDRESS, min_size=1, max_size=3), CAPS, st.integers(0, 100), st.booleans())
+def test_the_usual_envelope_path_writes_exactly_what_the_general_path_does(
+    sender: str, recipients: list[str], caps: Capabilities, size: int, eight_bit: bool
+) -> None:
+    envelope = Envelope(sender, tuple(recipients))
+    try:
+        expected: object = commands.envelope_commands(envelope, caps, size, eight_bit)
+    except LocalRefusal as refusal:
+        expected = refusal.reply
+    try:
+        fast: object = commands._plain_envelope(envelope, caps, size, eight_bit)
+    except LocalRefusal as refusal:
+        fast = refusal.reply
+    usual = all(plain_ascii(a) for a in (sender, *recipients)) and all(recipients)
+    if usual:
+        assert fast == expected
+    else:  # a control, a bracket, non-ASCII or an empty recipient: the general path decides
+        assert fast is None
+
+
+def plain_ascii(address: str) -> bool:
+    return all(32 <= ord(c) < 127 and c not in "<>" for c in address)
+
+
+def test_the_usual_envelope_path_is_not_taken_with_dsn_parameters() -> None:
+    envelope = Envelope("a@x", ("b@y",), notify=("NEVER",))
+    assert commands._plain_envelope(envelope, ALL, 10, False) is None
+    assert build(envelope, ALL)[1] == [b"RCPT TO:<b@y> NOTIFY=NEVER\r\n"]
