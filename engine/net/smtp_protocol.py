@@ -8,7 +8,7 @@ no parsing and no reply-code logic here. The machine reports its deadline
 lazily: progress only moves a float, the timer re-schedules itself when it
 fires early. ``pause_writing``/``resume_writing`` hold bytes in the machine and
 switch it to the ``data_block`` timeout. ssl and OS exceptions are converted to
-``engine.errors`` here, once. Works on the default loop and on uvloop (which
+``engine.errors`` once, by ``tls.convert_error``. Works on the default loop and on uvloop (which
 this module does not import).
 
 TLS policies: "none" never sends STARTTLS; "opportunistic" sends it when
@@ -25,37 +25,18 @@ import asyncio
 import socket
 import ssl
 from collections import deque
+from collections.abc import Sequence
+from dataclasses import fields
 from typing import cast
 
 from engine.config import SmtpConfig, TlsPolicy
 from engine.errors import ConnectError, LocalProtocolError, TlsError, TransportError
-from engine.net.tls import client_context
+from engine.net.tls import STARTTLS_MODES, HandshakeFailed, client_context, convert_error
 from engine.smtp.client import ClientConnection, StartTls
 from engine.smtp.extensions import HELO_CAPABILITIES, Capabilities
 from engine.smtp.replies import Reply
-from engine.smtp.states import Closed, NoopDone, Ready, Refused, StartTlsNow, TransactionDone
+from engine.smtp.states import Closed, Event, NoopDone, Ready, Refused, StartTlsNow, TransactionDone
 from engine.smtp.transaction import SessionLost, SessionRefused, Transaction, TransactionResult
-
-_MODES: dict[str, StartTls] = {
-    "none": "never",
-    "opportunistic": "offered",
-    "required": "required",
-    "verify": "required",
-}
-
-
-class _HandshakeFailed(TlsError):
-    """The TLS handshake itself failed: the one case "opportunistic" retries in plain text."""
-
-
-def _convert(exc: BaseException | None) -> BaseException | None:
-    if exc is None or not isinstance(exc, OSError):
-        return exc
-    error: BaseException = (
-        TlsError(str(exc)) if isinstance(exc, ssl.SSLError) else TransportError(str(exc))
-    )
-    error.__cause__ = exc
-    return error
 
 
 class SmtpSession(asyncio.Protocol):
@@ -74,10 +55,10 @@ class SmtpSession(asyncio.Protocol):
         self._paused = False
         self._flush_soon = False
         self._timer: asyncio.TimerHandle | None = None
-        self._timer_when = 0.0
-        self._deadline: float | None = None
-        self._waiting: tuple[str, float] | None = None
-        self._replies = 0
+        self._progress = -1  # the machine's ``progress`` at ``_progress_at``
+        self._progress_at = 0.0
+        timeouts = config.timeouts
+        self._tick = min(getattr(timeouts, f.name) for f in fields(timeouts) if f.name != "connect")
         self.server_name = server_name
         self.capabilities: Capabilities = HELO_CAPABILITIES
         self.greeting: Reply | None = None
@@ -107,9 +88,9 @@ class SmtpSession(asyncio.Protocol):
         context = ssl_context if ssl_context is not None else client_context(policy, config.ca_file)
         try:
             return await cls._open(
-                address, port, server_name, config, _MODES[policy], context, local_address
+                address, port, server_name, config, STARTTLS_MODES[policy], context, local_address
             )
-        except _HandshakeFailed:
+        except HandshakeFailed:
             if policy != "opportunistic":
                 raise
         session = await cls._open(address, port, server_name, config, "never", None, local_address)
@@ -176,9 +157,9 @@ class SmtpSession(asyncio.Protocol):
         except (OSError, TimeoutError) as exc:
             if self._lost is not None:
                 raise self._setup_error() from exc  # e.g. plaintext injected during the handshake
-            raise _HandshakeFailed(f"TLS handshake with {self.server_name}: {exc}") from exc
+            raise HandshakeFailed(f"TLS handshake with {self.server_name}: {exc}") from exc
         if new is None:
-            raise _HandshakeFailed(f"TLS handshake with {self.server_name}: transport closed")
+            raise HandshakeFailed(f"TLS handshake with {self.server_name}: transport closed")
         self._transport = new
         self._conn.start_tls_done()
         self._process()
@@ -196,16 +177,18 @@ class SmtpSession(asyncio.Protocol):
     def submit(self, txn: Transaction) -> asyncio.Future[TransactionResult]:
         """Queue a transaction; never blocks. Pipelined when the server allows it."""
         future: asyncio.Future[TransactionResult] = self._loop.create_future()
-        if not self.usable:
+        conn = self._conn
+        if self._lost is not None or not conn.usable:
             future.set_exception(self._lost_error(unsure=False))
             return future
-        if txn in self._futures:
+        futures = self._futures
+        if txn in futures:
             raise LocalProtocolError("this transaction is already outstanding on the session")
-        self._futures[txn] = future
+        futures[txn] = future
         try:
-            self._conn.submit(txn)
+            conn.submit(txn)
         except BaseException:
-            del self._futures[txn]
+            del futures[txn]
             raise
         self.transactions += 1
         self._process()
@@ -262,7 +245,7 @@ class SmtpSession(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
-        self._conn.connection_lost(_convert(exc))
+        self._conn.connection_lost(convert_error(exc))
         self._process()
 
     def pause_writing(self) -> None:
@@ -279,13 +262,25 @@ class SmtpSession(asyncio.Protocol):
 
     def _process(self) -> None:
         conn = self._conn
-        event = conn.next_event()
-        while event is not None:
+        events = conn.events()
+        if events:
+            self._dispatch(events)
+        if not self._flush_soon:
+            self._flush_soon = True
+            self._loop.call_soon(self._flush)
+        if conn.progress != self._progress:
+            self._arm()
+
+    def _dispatch(self, events: Sequence[Event]) -> None:
+        futures = self._futures
+        done = False
+        for event in events:
             if isinstance(event, TransactionDone):
-                future = self._futures.pop(event.result.transaction, None)
+                result = event.result
+                future = futures.pop(result.transaction, None)
                 if future is not None and not future.done():
-                    future.set_result(event.result)
-                self.last_used = self._loop.time()
+                    future.set_result(result)
+                done = True
             elif isinstance(event, NoopDone):
                 future_reply = self._noops.popleft()
                 if not future_reply.done():
@@ -297,11 +292,8 @@ class SmtpSession(asyncio.Protocol):
                     self._setup.set_exception(SessionRefused(event.reply))
             elif not self._setup.done():  # Ready or StartTlsNow
                 self._setup.set_result(event)
-            event = conn.next_event()
-        if not self._flush_soon:
-            self._flush_soon = True
-            self._loop.call_soon(self._flush)
-        self._arm()
+        if done:
+            self.last_used = self._loop.time()
 
     def _flush(self) -> None:
         """Write what the machine holds, once per loop iteration.
@@ -366,27 +358,33 @@ class SmtpSession(asyncio.Protocol):
         return TransportError(f"connection to {self.server_name} closed during session setup")
 
     def _arm(self) -> None:
-        waiting = self._conn.waiting_for()
-        if waiting is None:
-            self._deadline = self._waiting = None
-            return
-        if waiting != self._waiting or self._conn.replies != self._replies:
-            self._waiting, self._replies = waiting, self._conn.replies
-            self._deadline = self._loop.time() + waiting[1]
-            if self._timer is not None and self._deadline < self._timer_when:
-                self._timer.cancel()
-                self._timer = None
-        if self._timer is None and self._deadline is not None:
-            self._timer_when = self._deadline
-            self._timer = self._loop.call_at(self._deadline, self._on_timer)
+        """The machine's deadline restarts now (its ``progress`` moved): note when.
+
+        No deadline is computed here, as this runs for nearly every read. One
+        timer per connection fires at most ``_tick`` (the shortest phase timeout)
+        after it was armed and computes the deadline then: the time noted here
+        plus the timeout of the phase waited for at that moment. Every deadline
+        is at least ``_tick`` after the progress that started it, and the timer
+        was armed at most ``_tick`` before that progress, so it always fires in
+        time to re-arm itself for the exact deadline: never late, and no timer is
+        cancelled or re-created per reply (that cost 0.4 us per read).
+        """
+        self._progress = self._conn.progress
+        self._progress_at = self._loop.time()
+        if self._timer is None and self._lost is None:
+            self._timer = self._loop.call_at(self._progress_at + self._tick, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
-        if self._deadline is None or self._lost is not None:
+        if self._lost is not None:
             return
-        if self._loop.time() + 0.001 < self._deadline:
-            self._timer_when = self._deadline
-            self._timer = self._loop.call_at(self._deadline, self._on_timer)
+        waiting = self._conn.waiting_for()
+        if waiting is None:
+            return  # idle: the next progress arms the timer again
+        now = self._loop.time()
+        deadline = self._progress_at + waiting[1]
+        if now + 0.001 < deadline:
+            self._timer = self._loop.call_at(min(deadline, now + self._tick), self._on_timer)
             return
         self._conn.timeout()
         self._process()

@@ -13,6 +13,31 @@ from __future__ import annotations
 import ssl
 
 from engine.config import TlsPolicy
+from engine.errors import TlsError, TransportError
+from engine.smtp.client import StartTls
+
+#: what the sans-IO machine is told to do about STARTTLS under each policy
+STARTTLS_MODES: dict[str, StartTls] = {
+    "none": "never",
+    "opportunistic": "offered",
+    "required": "required",
+    "verify": "required",
+}
+
+
+class HandshakeFailed(TlsError):
+    """The TLS handshake itself failed: the one case "opportunistic" retries in plain text."""
+
+
+def convert_error(exc: BaseException | None) -> BaseException | None:
+    """ssl and OS exceptions from the transport as ``engine.errors``, the cause kept."""
+    if exc is None or not isinstance(exc, OSError):
+        return exc
+    error: BaseException = (
+        TlsError(str(exc)) if isinstance(exc, ssl.SSLError) else TransportError(str(exc))
+    )
+    error.__cause__ = exc
+    return error
 
 
 def client_context(policy: TlsPolicy, ca_file: str | None = None) -> ssl.SSLContext | None:
