@@ -63,6 +63,8 @@ ACL_USERS = [
     # may run everything on the job keys and lanes, but not the lease/owner/claims/quarantine keys
     "user nolease on >pw ~bm:job:* ~bm:jobs ~bm:lane:* ~bm:wake* ~bm:workers ~bm:retry ~bm:sites* "
     "~bm:site:* ~bm:suppress* &* +@all",
+    # may write the job's own keys and the jobs index, but not the lanes a commit adds the job to
+    "user nolane on >pw ~bm:job:* ~bm:jobs &* +@all",
 ]
 
 
@@ -201,3 +203,24 @@ def test_redis_write_errors_are_named_clearly(
     for word in CLEAR_WORDS[fault]:
         assert word in message, message
     assert "@user_script" not in message  # no script hashes and line numbers for the user
+
+
+@pytest.mark.xfail(strict=True, reason="engine bug (issue 6 report, patch F): submit_commit.lua flips the job to "
+                   "'active' before it writes the lane; refused there, it leaves an active job on no lane, which "
+                   "no worker claims and which a retry of the same id reports as accepted")
+def test_a_submit_refused_at_its_commit_leaves_nothing_and_its_retry_is_refused_too(
+    fault_redis: Callable[..., FaultRedis], tmp_path: Path
+) -> None:
+    server = fault_redis()
+    url = url_of(server, "nolane")
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps({"id": "half", "from": "a@sender.test", "text": "hi", "recipients": ["b@one.test"]}))
+    first = cli(url, "submit", str(path))
+    assert first.returncode == 1 and "access" in first.stderr, first.stderr
+    retry = cli(url, "submit", str(path))
+    assert retry.returncode == 1, retry.stdout + retry.stderr  # never "exists already" for a job not accepted
+    client = redis.Redis.from_url(server.url)
+    try:
+        assert client.exists(KEYS.job("half")) == 0 and job_ids(server) == []
+    finally:
+        client.close()
