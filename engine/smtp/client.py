@@ -233,10 +233,9 @@ class ClientConnection(Pipeline):
         if not txn.envelope.recipients:
             raise LocalProtocolError("a transaction needs at least one recipient")
         prepared = commands.prepare(txn, self.capabilities, self._encoder)
-        if type(prepared) is TransactionResult:  # refused locally: nothing to write
+        if isinstance(prepared, TransactionResult):  # refused locally: nothing to write
             self._events.append(ev.TransactionDone(prepared))
             return
-        assert isinstance(prepared, PendingTransaction)
         inflight = self._inflight
         if (
             self._pipelining
