@@ -144,9 +144,12 @@ class SiteDispatcher:
     # ---- hosts --------------------------------------------------------------
 
     def _live_host(self) -> MxHost | None:
-        now = self.shared.clock.monotonic()
+        """The most preferred MX host not skipped after a failure (None: every one is down)."""
+        if self.down_until:
+            now = self.shared.clock.monotonic()
+            self.down_until = {name: t for name, t in self.down_until.items() if t > now}
         for host in self.hosts:
-            if self.down_until.get(host.name, 0.0) <= now:
+            if host.name not in self.down_until:
                 return host
         return None
 

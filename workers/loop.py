@@ -23,6 +23,7 @@ from engine.classify import Verdict, from_error
 from engine.clock import Clock
 from engine.config import EngineConfig
 from engine.errors import DnsError, QueueError
+from engine.mx import Route
 from engine.net.resolver import MxResolver
 from engine.net.tls import TlsContexts
 from engine.outcome import CANCELLED, EXPIRED, SUPPRESSED
@@ -298,6 +299,10 @@ class WorkerLoop:
             else:
                 by_domain[record.domain].append(item)
         for domain, items in by_domain.items():
+            route = self.resolver.cached(domain)
+            if route is not None:
+                self._dispatch(job, domain, items, route)
+                continue
             task = asyncio.create_task(self._route(job, domain, items))
             self._routing.add(task)
             task.add_done_callback(self._routing.discard)
@@ -329,6 +334,9 @@ class WorkerLoop:
             for item in items:
                 self.settler.settle(job, item, verdict, bucket=f"dns:{domain}")
             return
+        self._dispatch(job, domain, items, route)
+
+    def _dispatch(self, job: JobContext, domain: str, items: list[Item], route: Route) -> None:
         bucket, limits = resolve(self.config.shaping, route.site, tuple(h.name for h in route.hosts), domain)
         site = self.sites.get(bucket)
         if site is None:

@@ -9,7 +9,6 @@ carries its last outcome.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
@@ -101,9 +100,12 @@ class Reporter:
         return self._unreported
 
     async def run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.config.report_interval)
+            # a timer that sets the event, not wait_for: that costs a task and a cancel per tick
+            timer = loop.call_later(self.config.report_interval, self._wake.set)
+            await self._wake.wait()
+            timer.cancel()
             self._wake.clear()
             await self.flush()
 

@@ -105,6 +105,13 @@ class _Memo(Generic[V]):
     def inflight(self) -> int:
         return len(self._inflight)
 
+    def peek(self, key: str) -> V | None:
+        """The cached value when fresh, without a lookup (None otherwise)."""
+        hit = self._entries.get(key)
+        if hit is not None and hit[1] > self._clock.monotonic():
+            return hit[0]
+        return None
+
     async def get(self, key: str, compute: Callable[[], Awaitable[tuple[V, float]]]) -> V:
         hit = self._entries.get(key)
         if hit is not None and hit[1] > self._clock.monotonic():
@@ -200,8 +207,17 @@ class MxResolver:
             f"inflight={self._routes.inflight + self._hosts.inflight}>"
         )
 
+    def cached(self, domain: str) -> Route | None:
+        """A fresh cached route for an already normalised (lower-case A-label) domain, or None:
+        the worker's hot path, which then needs no task and no name parsing."""
+        outcome = self._routes.peek(domain)
+        return outcome if isinstance(outcome, Route) else None
+
     async def route(self, domain: str) -> Route:
         """The delivery route for ``domain``; raises DnsTemporary or DnsPermanent."""
+        hit = self.cached(domain)
+        if hit is not None:
+            return hit
         if domain.startswith("[") and (literal := ip_literal(domain)) is not None:
             host = MxHost(name=domain.lower(), preference=0, addresses=(literal,))
             expires = self._clock.monotonic() + LITERAL_TTL
