@@ -23,6 +23,7 @@ from engine.queue.keys import Keys
 from engine.queue.scripts import load_source
 from engine.queue.store import QueueStore
 from tests.support.builders import build, people
+from tests.support.clock import ManualClock
 from tests.support.serve import Serve, cli, events, status
 from tests.support.waiting import wait_until
 from tests.support.world import FAST, MailWorld, audit_ok, newsletter, submit, wait_done
@@ -83,6 +84,49 @@ async def test_a_chunk_with_a_corrupt_index_list_is_quarantined_and_the_batch_go
         assert b"corrupt" in (await client.hget(store.keys.quarantine, "idx:2") or b"")
         report = await audit_job(store, "idx")
         assert report.ok and report.counters["queued"] == 4 and report.counters["in_flight"] == 8
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.xfail(strict=True, reason="engine bug (issue 6 report, patch G): max_claims counts every lease lost, "
+                   "also those of workers killed long after the claim, so a healthy chunk whose workers keep dying "
+                   "(the chaos run: 8 kills) is quarantined and its recipients are never sent")
+async def test_a_healthy_chunk_whose_workers_keep_dying_is_not_quarantined(redis_url: str) -> None:
+    client = Redis.from_url(redis_url)
+    clock = ManualClock()
+    store = QueueStore(client, QueueConfig(chunk_size=4, lease=15.0, max_claims=3), clock)
+    try:
+        spec, rcpts = build(people(4), id="unlucky")
+        await store.submit(spec, rcpts)
+        for attempt in range(5):
+            (chunk,) = await store.claim(f"w{attempt}")
+            clock.advance(10)  # the worker is alive: its heartbeat renews the lease ...
+            assert await store.heartbeat(f"w{attempt}", [chunk.key]) == []
+            clock.advance(16)  # ... then it is killed for reasons of its own, and the lease runs out
+            assert await store.reap() == 1
+        assert await client.hgetall(store.keys.quarantine) == {}
+        (chunk,) = await store.claim("survivor")
+        assert len(chunk.records) == 4 and chunk.duplicates == frozenset(range(4))
+        assert (await audit_job(store, "unlucky")).ok
+    finally:
+        await client.aclose()
+
+
+async def test_a_chunk_that_kills_its_worker_at_once_is_still_quarantined(redis_url: str) -> None:
+    """The other side of the same rule: leases lost before their first renewal are strikes."""
+    client = Redis.from_url(redis_url)
+    clock = ManualClock()
+    store = QueueStore(client, QueueConfig(chunk_size=4, lease=15.0, max_claims=3), clock)
+    try:
+        spec, rcpts = build(people(4), id="deadly")
+        await store.submit(spec, rcpts)
+        for attempt in range(3):
+            (chunk,) = await store.claim(f"w{attempt}")
+            clock.advance(16)  # the worker died before its first heartbeat
+            assert await store.reap() == 1
+        assert await store.claim("w3") == []
+        assert b"3 times" in (await client.hget(store.keys.quarantine, "deadly:1") or b"")
+        assert (await audit_job(store, "deadly")).ok
     finally:
         await client.aclose()
 
