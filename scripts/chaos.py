@@ -14,8 +14,8 @@ Checks at the end (any failure: exit 1; the run not finishing in time: exit 2):
   * each recipient received more than once has a ``possible_duplicate`` event;
   * ``bulkmail audit`` is clean.
 
-    scripts/chaos                              # 50,000 recipients, 10 rounds of faults
-    scripts/chaos --recipients 3000 --kills 1 --pauses 1 --restarts 1 --rate 40 --seed 7
+    scripts/chaos                              # 50,000 recipients over ~60 s, 10 rounds of faults
+    scripts/chaos --recipients 3000 --kills 1 --pauses 1 --restarts 1 --duration 15 --seed 7
 """
 
 from __future__ import annotations
@@ -90,7 +90,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--kills", type=int, default=8, help="workers SIGKILLed (default 8)")
     p.add_argument("--pauses", type=int, default=1, help="workers SIGSTOPped past their lease, then SIGCONT (default 1)")
     p.add_argument("--restarts", type=int, default=1, help="redis-server SIGKILLed and restarted from its AOF (default 1)")
-    p.add_argument("--rate", type=float, default=0.0, help="messages per second per MX host (0: unlimited)")
+    p.add_argument("--duration", type=float, default=60.0,
+                   help="seconds the delivery should take: sets the per-host rate limit so the faults land "
+                        "mid-run however fast the machine (default 60; 0: no limit)")
+    p.add_argument("--rate", type=float, default=None, help="messages per second per MX host (overrides --duration)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: random, printed)")
     p.add_argument("--timeout", type=float, default=900.0, help="give up after this many seconds (default 900)")
     p.add_argument("--workdir", default=None, help="where Redis, logs and sink dumps go (default: a new temp dir)")
@@ -100,6 +103,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         p.error("counts must be positive (faults may be 0)")
     if args.hosts > 50:
         p.error("--hosts is at most 50")
+    if args.rate is None:
+        args.rate = args.recipients / (args.hosts * args.duration) if args.duration > 0 else 0.0
     return args
 
 
@@ -274,8 +279,10 @@ def main(argv: list[str] | None = None) -> int:
     rng = random.Random(seed)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bulkmail-chaos-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    print(f"chaos: {args.recipients:,} recipients, {args.workers} workers, faults: {args.kills} kills, "
-          f"{args.pauses} pauses, {args.restarts} Redis restarts; seed {seed}; work dir {workdir}", flush=True)
+    rate = f"{args.rate:g} messages/s per MX host" if args.rate else "no rate limit"
+    print(f"chaos: {args.recipients:,} recipients, {args.workers} workers, {args.hosts} MX hosts ({rate}), faults: "
+          f"{args.kills} kills, {args.pauses} pauses, {args.restarts} Redis restarts; seed {seed}; work dir {workdir}",
+          flush=True)
     hosts = [f"127.0.0.{30 + i}" for i in range(args.hosts)]
     port = free_port(hosts[0], also=tuple(hosts[1:]))
     server = RedisProcess(workdir / "redis", port=free_port(), appendfsync="always")
@@ -309,6 +316,10 @@ def main(argv: list[str] | None = None) -> int:
         summary, problems = verify(args, server.url, sinks)
         if not finished:
             problems.insert(0, f"the job did not finish within {args.timeout:g}s")
+        planned = args.kills + args.pauses + args.restarts
+        if tally.rounds < planned:  # a run the faults missed proves nothing
+            problems.append(f"only {tally.rounds} of {planned} fault rounds happened before the job was done "
+                            "(use a lower --rate or a longer --duration)")
         summary = {"rounds": tally.rounds, "kills": tally.kills, "pauses": tally.pauses,
                    "redis_restarts": tally.restarts, **summary, "seconds": round(elapsed, 1), "seed": seed}
         print("chaos summary: " + json.dumps(summary), flush=True)
