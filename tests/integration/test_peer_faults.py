@@ -180,6 +180,7 @@ def test_a_hanging_server_is_deferred_and_disconnected_while_other_mail_goes_out
     pids = serve.worker_pids()
     job, _, _ = submit(mail_world, mixed(domains, "hang.test", 3, 60))
     final = wait_until(lambda: settled(mail_world, job), 60, 0.2, "the job settled")
+    assert final is not None
     assert (final["delivered"], final["deferred"]) == (60, 3)
 
     bad = {rcpt: evs for rcpt, evs in by_rcpt(mail_world, job).items() if rcpt.endswith("@hang.test")}
@@ -223,6 +224,7 @@ def test_garbage_replies_are_deferred_and_the_connection_dropped(
     pids = serve.worker_pids()
     job, _, _ = submit(mail_world, mixed(domains, "garbage.test", 3, 30))
     final = wait_until(lambda: settled(mail_world, job), 60, 0.2, "the job settled")
+    assert final is not None
     assert (final["delivered"], final["deferred"]) == (30, 3)
     for rcpt, history in by_rcpt(mail_world, job).items():
         if rcpt.endswith("@garbage.test"):

@@ -73,9 +73,9 @@ def url_of(server: FaultRedis, user: str) -> str:
 
 
 def job_ids(server: FaultRedis) -> list[str]:
-    client = redis.Redis.from_url(server.url)
+    client = redis.Redis.from_url(server.url, decode_responses=True)
     try:
-        return [j.decode() for j in client.zrange(KEYS.jobs, 0, -1)]
+        return [str(j) for j in client.zrange(KEYS.jobs, 0, -1)]
     finally:
         client.close()
 

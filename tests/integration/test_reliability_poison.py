@@ -141,9 +141,9 @@ def hset(world: MailWorld, key: str, field: str, value: bytes) -> None:
 
 
 def quarantine(world: MailWorld) -> dict[str, str]:
-    client = redis.Redis.from_url(world.redis_url)
+    client = redis.Redis.from_url(world.redis_url, decode_responses=True)
     try:
-        return {k.decode(): v.decode() for k, v in client.hgetall(KEYS.quarantine).items()}
+        return {str(k): str(v) for k, v in client.hgetall(KEYS.quarantine).items()}
     finally:
         client.close()
 
@@ -159,10 +159,10 @@ def settled(world: MailWorld, job: str, serve: Serve) -> dict[str, Any] | None:
     each recipient delivered or queued), or once the worker shows the old failure modes: a
     worker stuck re-reading a job, or restarted again and again."""
     s = status(world.redis_url, job)
-    client = redis.Redis.from_url(world.redis_url)
+    client = redis.Redis.from_url(world.redis_url, decode_responses=True)
     try:
         ready = client.llen(KEYS.ready(job))
-        leased = [k for k in client.zrange(KEYS.lease, 0, -1) if k.decode().startswith(f"{job}:")]
+        leased = [k for k in client.zrange(KEYS.lease, 0, -1) if str(k).startswith(f"{job}:")]
     finally:
         client.close()
     if not ready and not leased and s["in_flight"] == 0 and s["delivered"] + s["queued"] == s["total"]:
@@ -182,6 +182,7 @@ def test_a_chunk_with_corrupt_records_is_quarantined_alone(mail_world: MailWorld
     worker = serve.worker_pids()
 
     s = wait_until(lambda: settled(mail_world, job, serve), 30, 0.2, "the good chunks delivered")
+    assert s is not None
     assert (s["delivered"], s["queued"], s["in_flight"]) == (200, 100, 0)
     assert quarantine(mail_world) == {f"{job}:2": quarantine(mail_world)[f"{job}:2"]}
     assert "corrupt" in quarantine(mail_world)[f"{job}:2"]
@@ -216,6 +217,7 @@ def test_a_job_whose_template_cannot_be_decoded_is_quarantined_and_others_go_on(
     worker = serve.worker_pids()
 
     s = wait_until(lambda: settled(mail_world, good, serve), 30, 0.2, "the good job delivered")
+    assert s is not None
     assert s["delivered"] == 200
     wait_until(lambda: len(quarantine(mail_world)) == 2, 10, what="both chunks of the bad job quarantined")
     assert set(quarantine(mail_world)) == {f"{bad}:1", f"{bad}:2"}
