@@ -250,7 +250,8 @@ def from_error(error: BaseException) -> Verdict:
         if isinstance(error, DnsPermanent):
             return Verdict(BOUNCED, 0, error.enhanced or "5.1.2", str(error), BAD_DOMAIN, RECIPIENT, True)
         return Verdict(DEFERRED, 0, error.enhanced or "4.4.3", str(error), NETWORK, RECEIVER)
-    if isinstance(error, SmtpTimeout):
+    if isinstance(error, SmtpTimeout) or isinstance(getattr(error, "reason", None), SmtpTimeout):
+        # a timeout, also when it cost the session (SessionLost wraps it after the end of data)
         return Verdict(DEFERRED, 0, "4.4.2", str(error), NETWORK, RECEIVER)
     if isinstance(error, TlsError):
         return Verdict(DEFERRED, 0, "4.7.5", str(error), TLS, RECEIVER)

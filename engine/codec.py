@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import msgpack
 
-from engine.errors import QueueError
+from engine.errors import CorruptData
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +46,7 @@ def decode_records(blob: bytes) -> list[StoredRecipient]:
         rows = msgpack.unpackb(blob, raw=False, use_list=True)
         return [StoredRecipient(row[0], row[1], row[2], row[3]) for row in rows]
     except (ValueError, TypeError, IndexError, msgpack.UnpackException) as exc:
-        raise QueueError(f"corrupt chunk record: {exc}") from exc
+        raise CorruptData(f"corrupt chunk record: {exc}") from exc
 
 
 def encode_chunk(records: Sequence[StoredRecipient]) -> tuple[bytes, bytes]:
@@ -61,9 +61,9 @@ def decode_meta(blob: bytes) -> dict[str, object]:
     try:
         value = msgpack.unpackb(blob, raw=False)
     except (ValueError, msgpack.UnpackException) as exc:
-        raise QueueError(f"corrupt job template: {exc}") from exc
+        raise CorruptData(f"corrupt job template: {exc}") from exc
     if not isinstance(value, dict):
-        raise QueueError("corrupt job template: not a map")
+        raise CorruptData("corrupt job template: not a map")
     return value
 
 

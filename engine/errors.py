@@ -76,3 +76,8 @@ class QueueError(BulkmailError):
 
 class QueueUnavailable(QueueError):
     """Redis cannot be reached; nothing was accepted."""
+
+
+class CorruptData(QueueError):
+    """A stored record (chunk records, job template) cannot be decoded: retrying cannot help,
+    the chunk is quarantined."""

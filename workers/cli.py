@@ -23,6 +23,7 @@ from engine.config import TLS_POLICIES, BounceConfig, EngineConfig, redis_from_e
 from engine.errors import InputError, QueueError, QueueUnavailable
 from engine.queue.audit import audit_job
 from engine.queue.connect import resolve_url
+from engine.queue.durability import probe, probe_url, redact
 from engine.queue.embedded import stop_embedded
 from workers import control
 from workers.bounces import add_bounce_commands, add_suppress_commands
@@ -127,7 +128,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = engine_config(args)
     url = resolve_url(config.redis)
     config = replace(config, redis=replace(config.redis, url=url))
-    logging.getLogger("bulkmail").info("serving with %d workers on %s", config.worker.workers, url)
+    durability = probe_url(url)
+    warning = durability.warning(url)
+    if warning is not None:
+        print(warning, file=sys.stderr, flush=True)
+    logging.getLogger("bulkmail").info(
+        "serving with %d workers on %s (durability %s)", config.worker.workers, redact(url), durability.describe()
+    )
     return Supervisor(config, config.worker.workers).run()
 
 
@@ -163,6 +170,8 @@ def _read(path: str) -> bytes:
 async def cmd_status(args: argparse.Namespace) -> int:
     async with await _client(args) as client:
         status = await client.status(args.job)
+        if status is not None:
+            status["durability"] = (await probe(client.redis)).mode
     if status is None:
         print(f"error: no such job: {args.job}", file=sys.stderr)
         return EXIT_NOT_FOUND
@@ -208,7 +217,8 @@ async def cmd_audit(args: argparse.Namespace) -> int:
             report = await audit_job(client.store, job)
             failed += not report.ok
             print(dumps({"job": job, "ok": report.ok, "total": report.total, **report.counters,
-                         "problems": report.problems, "missing": report.missing}))
+                         "problems": report.problems, "missing": report.missing,
+                         "quarantined": report.quarantined}))
     if args.job and failed and report.problems == [f"no such job {args.job}"]:
         return EXIT_NOT_FOUND
     return EXIT_FAIL if failed else 0

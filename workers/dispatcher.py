@@ -69,6 +69,7 @@ class SiteDispatcher:
         self.stopping = False
         self._delayed: asyncio.TimerHandle | None = None  # a spawn waiting for a refused slot
         self._opener: asyncio.Task[None] | None = None  # the task asking Redis for slots
+        self._rechecking = False
 
     def __repr__(self) -> str:
         return f"<SiteDispatcher {self.bucket} [queued {len(self.queue)} | connections {len(self.tasks)}]>"
@@ -83,18 +84,31 @@ class SiteDispatcher:
     # ---- queue --------------------------------------------------------------
 
     def enqueue(self, unit: Unit) -> None:
-        state = self.policy.state
-        if state.paused:
-            self._defer(unit, Verdict(DEFERRED, 0, "4.3.2", f"site {self.bucket} paused by the operator"))
-            return
-        if self._live_host() is None or state.down_until > self.shared.clock.wall():
+        if self._live_host() is None:
             self._fail(unit, self.last_error or ConnectError(f"every MX host of {self.bucket} failed recently"))
             return
         if unit.job.meta.priority == "transactional":
             self.queue.appendleft(unit)
         else:
             self.queue.append(unit)
+        state = self.policy.state
+        if state.paused or state.down_until > self.shared.clock.wall():
+            # what we know says wait: ask Redis first (the operator may just have resumed or
+            # retried the site), and let apply() defer the queue or send it
+            self._recheck()
+            return
         self._spawn()
+
+    def _recheck(self) -> None:
+        if not self._rechecking:
+            self._rechecking = True
+            self.policy.background(self._resync())
+
+    async def _resync(self) -> None:
+        try:
+            self.apply(await self.policy.sync(self.backlog))
+        finally:
+            self._rechecking = False
 
     def apply(self, state: SiteState) -> None:
         """Fleet-wide state from the last sync: a pause or a 'down' mark empties the queue."""

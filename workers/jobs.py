@@ -6,6 +6,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from engine.config import BounceConfig, RetryConfig
+from engine.errors import BulkmailError, CorruptData
 from engine.job import JobSpec, Recipient
 from engine.message import MessageTemplate
 from engine.queue.store import JobMeta, QueueStore
@@ -72,8 +73,11 @@ class JobCache:
         meta = await self._store.job_meta(job_id)
         if meta is None:
             return None
-        spec = JobSpec.from_record(meta.template)
-        template = MessageTemplate(spec, job_id=job_id, msgid_domain=self._msgid_domain)
+        try:
+            spec = JobSpec.from_record(meta.template)
+            template = MessageTemplate(spec, job_id=job_id, msgid_domain=self._msgid_domain)
+        except (BulkmailError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise CorruptData(f"corrupt job template: {type(exc).__name__}: {exc}") from exc
         ctx = JobContext(meta, spec, template, expires_at(meta.created, meta.max_age, self._retry), self._bounce)
         self._jobs[job_id] = ctx
         if len(self._jobs) > self._size:

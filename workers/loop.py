@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 from engine.classify import Verdict, from_error
 from engine.clock import Clock
 from engine.config import EngineConfig
-from engine.errors import DnsError, QueueError
+from engine.errors import CorruptData, DnsError, QueueError
 from engine.mx import Route
 from engine.net.resolver import MxResolver
 from engine.net.tls import TlsContexts
@@ -274,6 +274,9 @@ class WorkerLoop:
             job = await self._job(chunk.job_id)
             if job is None:
                 raise QueueError(f"job {chunk.job_id} has no metadata")
+        except CorruptData as exc:  # no worker can ever send it: out of circulation at once
+            await self._quarantine(held, str(exc))
+            return
         except Exception:
             # A job we cannot read (corrupt template, missing meta) must not be held forever:
             # stop renewing its lease; after queue.max_claims such leases it is quarantined.
@@ -320,8 +323,23 @@ class WorkerLoop:
         while True:
             try:
                 return await self.jobs.get(job_id)
+            except CorruptData:
+                raise
             except QueueError as exc:
                 log.warning("cannot read job %s: %s", job_id, exc)
+                await self._pause(1.0)
+
+    async def _quarantine(self, held: Held, reason: str) -> None:
+        """A chunk no worker can send (its job's template is unreadable): quarantined with its
+        reason on the first claim, instead of after max_claims lapsed leases."""
+        log.error("chunk %s quarantined: %s", held.key, reason)
+        self.reporter.forget(held.key)
+        while not self._stopping.is_set():
+            try:
+                await self.store.quarantine(self.token, held.key, reason)
+                return
+            except QueueError as exc:  # Redis down: retry; if we stop first, the lease runs out
+                log.warning("cannot quarantine %s yet: %s", held.key, exc)
                 await self._pause(1.0)
 
     async def _route(self, job: JobContext, domain: str, items: list[Item]) -> None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
+from engine.codec import unpack_indices
 from engine.outcome import STATE_BYTES, STATUSES
 from engine.queue.store import QueueStore
 
@@ -22,6 +24,8 @@ class AuditReport:
     states: dict[str, int]  # counted from the state bytes
     missing: list[int] = field(default_factory=list)  # indices without a known state (first 100)
     problems: list[str] = field(default_factory=list)
+    # chunks taken out of circulation: {"chunk", "reason", "recipients" still queued in it}
+    quarantined: list[dict[str, object]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -53,4 +57,19 @@ async def audit_job(store: QueueStore, job_id: str) -> AuditReport:
             problems.append(f"{name}: counter {counters[name]} but {states[name]} recipients in that state")
     if missing:
         problems.append(f"{len(missing)} recipients without a state (first: {missing[:10]})")
-    return AuditReport(job_id, total, counters, states, sorted(missing)[:100], problems)
+    quarantined = await quarantined_chunks(store, job_id, raw)
+    return AuditReport(job_id, total, counters, states, sorted(missing)[:100], problems, quarantined)
+
+
+async def quarantined_chunks(store: QueueStore, job_id: str, states: bytes) -> list[dict[str, object]]:
+    """The job's quarantined chunks, with their reason and how many of their recipients are
+    still queued (they are counted as queued: the invariant holds, but nobody will send them)."""
+    found = []
+    async for key, reason in store.redis.hscan_iter(store.keys.quarantine, match=f"{job_id}:*"):
+        chunk = key.decode().partition(":")[2]
+        packed: Any = await store.redis.hget(store.keys.chunks(job_id), f"{chunk}#")
+        packed = bytes(packed or b"")
+        indices = unpack_indices(packed[: len(packed) - len(packed) % 4])  # a corrupt list: what can be read
+        waiting = sum(1 for i in indices if i < len(states) and states[i : i + 1] in (b"q", b"Q"))
+        found.append({"chunk": key.decode(), "reason": reason.decode(errors="replace"), "recipients": waiting})
+    return sorted(found, key=lambda entry: str(entry["chunk"]))

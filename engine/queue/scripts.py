@@ -28,6 +28,7 @@ NAMES = (
     "site_feedback",
     "cancel_job",
     "pause_job",
+    "quarantine",
 )
 
 

@@ -17,8 +17,9 @@ from redis.asyncio import Redis
 
 from engine.clock import Clock
 from engine.config import AdaptiveConfig, Limits
-from engine.errors import QueueError, QueueUnavailable
+from engine.errors import QueueUnavailable
 from engine.queue.keys import Keys
+from engine.queue.redis_errors import wrap
 from engine.queue.scripts import Scripts
 
 SLOT_TTL = 10.0  # seconds a connection slot lives without renewal (renewed every 0.5 s)
@@ -48,10 +49,8 @@ class SitesStore:
     async def _call(self, name: str, keys: list[str], args: list[Any]) -> Any:
         try:
             return await self.scripts.call(name, keys, args)
-        except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
-            raise QueueUnavailable(f"Redis unreachable: {exc}") from exc
-        except rexc.RedisError as exc:
-            raise QueueError(f"Redis error: {exc}") from exc
+        except (rexc.RedisError, OSError) as exc:
+            raise wrap(exc, self.keys.ns) from exc
 
     async def connect(self, bucket: str, limits: Limits, conn_id: str, reserve: int = 0) -> tuple[bool, float, str]:
         """(granted, seconds to wait before asking again, reason when refused). ``reserve``:

@@ -25,9 +25,11 @@ from engine.codec import (
     encode_report,
 )
 from engine.config import QueueConfig
-from engine.errors import QueueError, QueueUnavailable
+from engine.errors import CorruptData
 from engine.outcome import STATUSES, Outcome
+from engine.queue.durability import Durability, check_waitaof, probe, waitaof_command
 from engine.queue.keys import Keys
+from engine.queue.redis_errors import wrap as _wrap
 from engine.queue.scripts import Scripts
 
 if TYPE_CHECKING:
@@ -91,12 +93,6 @@ def new_job_id(now: float) -> str:
     return f"{_ms(now):011x}{secrets.token_hex(4)}"
 
 
-def _wrap(exc: Exception) -> QueueError:
-    if isinstance(exc, rexc.ConnectionError | rexc.TimeoutError | OSError):
-        return QueueUnavailable(f"Redis unreachable: {exc}")
-    return QueueError(f"Redis error: {exc}")
-
-
 class QueueStore:
     def __init__(self, redis: Redis, config: QueueConfig, clock: Clock) -> None:
         self.redis = redis
@@ -104,6 +100,7 @@ class QueueStore:
         self.clock = clock
         self.keys = Keys(config.namespace)
         self.scripts = Scripts(redis)
+        self.durability: Durability | None = None  # probed at the first submit
 
     async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
         try:
@@ -151,15 +148,32 @@ class QueueStore:
                     block = []
             if block:
                 total = await self._store_block(job_id, token, block, total)
-            await self._run(
-                "submit_commit",
-                [k.job(job_id), k.ready(job_id), k.jobs],
-                [k.ns, token, job_id, wake],
-            )
+            await self._commit(job_id, token, wake)
         except BaseException:
             await self._abandon(job_id, token)
             raise
         return SubmitResult(job_id, True, total)
+
+    async def _commit(self, job_id: str, token: str, wake: int) -> None:
+        """The acknowledgement point. With AOF ``always`` the reply comes after the fsync; with
+        another policy on Redis >= 7.2, WAITAOF on the commit's own connection waits for it."""
+        k = self.keys
+        keys, args = [k.job(job_id), k.ready(job_id), k.jobs], [k.ns, token, job_id, wake]
+        if self.durability is None:
+            self.durability = await probe(self.redis)
+        if not self.durability.use_waitaof:
+            await self._run("submit_commit", keys, args)
+            return
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                await self.scripts.call("submit_commit", keys, args, client=pipe)
+                pipe.execute_command(*waitaof_command())
+                committed, synced = await pipe.execute(raise_on_error=False)
+        except (rexc.RedisError, OSError) as exc:
+            raise _wrap(exc) from exc
+        if isinstance(committed, Exception):
+            raise _wrap(committed)
+        check_waitaof(synced)
 
     async def _store_block(self, job_id: str, token: str, block: list[Recipient], first: int) -> int:
         """Sort a bounded block by domain so chunks hold few domains, then store it."""
@@ -206,12 +220,24 @@ class QueueStore:
         )
         chunks = []
         for i in range(0, len(flat), 4):
-            job_id, chunk, blob, flags = flat[i].decode(), flat[i + 1].decode(), flat[i + 2], flat[i + 3]
-            records = decode_records(blob)
-            keep = [r for r, f in zip(records, flags.decode(), strict=False) if f != "0"]
-            dups = frozenset(r.index for r, f in zip(records, flags.decode(), strict=False) if f == "2")
+            job_id, chunk, blob, flags = flat[i].decode(), flat[i + 1].decode(), flat[i + 2], flat[i + 3].decode()
+            try:  # one undecodable chunk must not cost the others claimed with it
+                records = decode_records(blob)
+                if len(records) != len(flags):
+                    raise CorruptData(f"corrupt chunk record: {len(records)} records for {len(flags)} recipients")
+            except CorruptData as exc:
+                await self.quarantine(token, f"{job_id}:{chunk}", str(exc))
+                continue
+            keep = [r for r, f in zip(records, flags, strict=True) if f != "0"]
+            dups = frozenset(r.index for r, f in zip(records, flags, strict=True) if f == "2")
             chunks.append(ClaimedChunk(job_id, chunk, keep, dups))
         return chunks
+
+    async def quarantine(self, token: str, chunk_key: str, reason: str) -> int:
+        """Take a leased chunk out of circulation with its reason; its recipients stay queued.
+        Returns how many were in flight, or -1 when the lease is not ours."""
+        k = self.keys
+        return int(await self._run("quarantine", [k.lease, k.owner, k.quarantine], [k.ns, token, chunk_key, reason]))
 
     async def report(self, token: str, reports: Sequence[ChunkReport]) -> tuple[int, list[str]]:
         """Returns (outcomes applied, chunk keys whose lease this worker lost)."""
@@ -247,7 +273,7 @@ class QueueStore:
         k = self.keys
         lost = await self._run(
             "heartbeat",
-            [k.owner, k.lease, k.workers],
+            [k.owner, k.lease, k.workers, k.claims],
             [token, _ms(self.clock.wall()), _ms(self.config.lease), *chunk_keys],
         )
         return [key.decode() for key in lost]

@@ -27,8 +27,9 @@ from redis import exceptions as rexc
 from redis.asyncio import Redis
 
 from engine.clock import Clock
-from engine.errors import InputError, QueueError, QueueUnavailable
+from engine.errors import InputError
 from engine.queue.keys import Keys
+from engine.queue.redis_errors import wrap
 
 CSV_FIELDS = ("sender_domain", "address", "reason", "source", "time")
 
@@ -89,12 +90,6 @@ def domain_of(address: str) -> str:
 
 def normalise(address: str) -> str:
     return address.strip().strip("<>").lower()
-
-
-def wrap(exc: Exception) -> QueueError:
-    if isinstance(exc, rexc.ConnectionError | rexc.TimeoutError | OSError):
-        return QueueUnavailable(f"Redis unreachable: {exc}")
-    return QueueError(f"Redis error: {exc}")
 
 
 async def guarded(awaitable: Any) -> Any:

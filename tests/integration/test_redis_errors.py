@@ -45,9 +45,6 @@ CLEAR_WORDS = {
     "noperm-command": ("NOPERM", "'evalsha'", "ACL"),
     "noperm-key": ("NOPERM", "~bm:*", "ACL"),
 }
-NEEDS_CLEAR_ERRORS = pytest.mark.xfail(
-    strict=True, reason="engine gap (issue 6 report, patch C): QueueStore._wrap passes redis-py's text on, "
-    "which lacks the OOM/READONLY/NOPERM code and, for a key NOPERM, the permission bulkmail needs")
 
 
 @pytest.fixture
@@ -183,7 +180,6 @@ def claim_as(url: str) -> str:
     return str(refused.value)
 
 
-@NEEDS_CLEAR_ERRORS
 @pytest.mark.parametrize("fault", ["oom", "misconf", "readonly", "noperm-command", "noperm-key"])
 def test_redis_write_errors_are_named_clearly(
     fault_redis: Callable[..., FaultRedis], tmp_path: Path, fault: str
@@ -205,9 +201,6 @@ def test_redis_write_errors_are_named_clearly(
     assert "@user_script" not in message  # no script hashes and line numbers for the user
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug (issue 6 report, patch F): submit_commit.lua flips the job to "
-                   "'active' before it writes the lane; refused there, it leaves an active job on no lane, which "
-                   "no worker claims and which a retry of the same id reports as accepted")
 def test_a_submit_refused_at_its_commit_leaves_nothing_and_its_retry_is_refused_too(
     fault_redis: Callable[..., FaultRedis], tmp_path: Path
 ) -> None:

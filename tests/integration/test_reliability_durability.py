@@ -35,11 +35,6 @@ from tests.support.ports import free_port
 from tests.support.serve import Serve, cli
 from tests.support.waiting import wait_until
 
-NEEDS_CLI = pytest.mark.xfail(
-    strict=True,
-    reason="needs the workers/cli.py patch of issue 6 (serve warning, status durability field)",
-)
-
 ACL_USERS = [
     "user default on nopass ~* &* +@all",
     "user noconfig on >pw ~* &* +@all -config",
@@ -135,7 +130,6 @@ def serve_stderr(url: str, dns: DnsServer, tmp_path: Path) -> str:
     return log.read_text()
 
 
-@NEEDS_CLI
 @pytest.mark.parametrize(
     ("settings", "user", "words"),
     [
@@ -157,7 +151,6 @@ def test_serve_warns_loudly_when_acknowledged_jobs_may_not_be_on_disk(
     assert "pw@" not in text  # the password never reaches the log
 
 
-@NEEDS_CLI
 def test_serve_is_quiet_about_an_aof_always_redis(fault_redis: Callable[..., FaultRedis], dns_server: DnsServer,
                                                   tmp_path: Path) -> None:
     text = serve_stderr(fault_redis(appendfsync="always").url, dns_server, tmp_path)
@@ -165,7 +158,6 @@ def test_serve_is_quiet_about_an_aof_always_redis(fault_redis: Callable[..., Fau
     assert "durability aof-always" in text
 
 
-@NEEDS_CLI
 @pytest.mark.parametrize(("settings", "mode"), [({"appendfsync": "always"}, AOF_ALWAYS),
                                                 ({"appendfsync": "everysec"}, AOF_EVERYSEC),
                                                 ({"appendonly": "no"}, NONE)])

@@ -28,11 +28,6 @@ from tests.support.serve import Serve, cli, events, status
 from tests.support.waiting import wait_until
 from tests.support.world import FAST, MailWorld, audit_ok, newsletter, submit, wait_done
 
-NEEDS_PATCH = pytest.mark.xfail(
-    strict=True,
-    reason="engine bug (issue 6 report, patch B): one undecodable chunk or template takes down its whole "
-    "claim batch (or wedges/crashes the worker) instead of being quarantined alone",
-)
 # Two claims without finishing is enough to show the old behaviour (every chunk of the batch
 # quarantined) quickly; the fixed worker quarantines the bad chunk on its first claim.
 POISON = FAST.replace("[queue]\n", "[queue]\nmax_claims = 2\n")
@@ -69,9 +64,6 @@ async def test_quarantine_script_takes_a_leased_chunk_out_and_leaves_its_recipie
         await client.aclose()
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug (issue 6 report, patch E): a corrupt packed index list "
-                   "makes claim.lua fail mid-script: chunks leased before it in the same call are stranded, and "
-                   "the bad chunk, already popped from its ready list, is neither leased nor quarantined")
 async def test_a_chunk_with_a_corrupt_index_list_is_quarantined_and_the_batch_goes_on(redis_url: str) -> None:
     client = Redis.from_url(redis_url)
     store = QueueStore(client, QueueConfig(chunk_size=4), SystemClock())
@@ -88,9 +80,6 @@ async def test_a_chunk_with_a_corrupt_index_list_is_quarantined_and_the_batch_go
         await client.aclose()
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug (issue 6 report, patch G): max_claims counts every lease lost, "
-                   "also those of workers killed long after the claim, so a healthy chunk whose workers keep dying "
-                   "(the chaos run: 8 kills) is quarantined and its recipients are never sent")
 async def test_a_healthy_chunk_whose_workers_keep_dying_is_not_quarantined(redis_url: str) -> None:
     client = Redis.from_url(redis_url)
     clock = ManualClock()
@@ -173,7 +162,6 @@ def settled(world: MailWorld, job: str, serve: Serve) -> dict[str, Any] | None:
     return None
 
 
-@NEEDS_PATCH
 def test_a_chunk_with_corrupt_records_is_quarantined_alone(mail_world: MailWorld) -> None:
     domains = mail_world.domains(3)
     job, _, _ = submit(mail_world, newsletter(domains, 300))  # three chunks of 100, no worker yet
@@ -200,7 +188,6 @@ def test_a_chunk_with_corrupt_records_is_quarantined_alone(mail_world: MailWorld
     audit_ok(mail_world, job)
 
 
-@NEEDS_PATCH
 @pytest.mark.parametrize(
     "template",
     [b"\xc1 not msgpack at all", msgpack.packb({"v": 999, "from": "x@y.test"}), msgpack.packb([1, 2, 3])],

@@ -19,15 +19,29 @@ local function claim_chunk(job_id, c)
   local ckey = job_id .. ':' .. c
   local records = redis.call('HGET', jkey .. ':ck', c)
   if not records then return end
+  local packed = redis.call('HGET', jkey .. ':ck', c .. '#')
+  if not packed or #packed % 4 ~= 0 then
+    -- checked before any change: a Lua error here would strand the chunks leased before it
+    redis.call('HSET', KEYS[6], ckey, 'corrupt chunk index: ' .. (packed and #packed or 0) .. ' bytes')
+    return
+  end
+  -- Poison detection: 'ckey' counts strikes, leases lost before their first heartbeat (the
+  -- worker died with the chunk in hand); heartbeat.lua refunds the strike once the worker lives on
+  -- (marker 'ckey+'), so random deaths of busy workers do not quarantine healthy chunks.
+  -- 'ckey@' counts every lease, a backstop for a chunk that kills its worker later on.
   local claims = redis.call('HINCRBY', KEYS[5], ckey, 1)
-  if claims > max_claims then
-    redis.call('HSET', KEYS[6], ckey, 'leased ' .. (claims - 1) .. ' times without finishing')
+  local leases = redis.call('HINCRBY', KEYS[5], ckey .. '@', 1)
+  redis.call('HDEL', KEYS[5], ckey .. '+')
+  if claims > max_claims or leases > 4 * max_claims then
+    local why = (claims > max_claims) and ('leased ' .. (claims - 1) .. ' times without finishing, each lost before its first heartbeat')
+      or ('leased ' .. (leases - 1) .. ' times without finishing')
+    redis.call('HSET', KEYS[6], ckey, why)
     return
   end
   local st = jkey .. ':st'
   local flags = {}
   local delta = {}
-  each_index(redis.call('HGET', jkey .. ':ck', c .. '#'), function(idx)
+  each_index(packed, function(idx)
     local cur = redis.call('GETRANGE', st, idx, idx)
     if cur == 'q' or cur == 'Q' then
       local new = (cur == 'Q') and 'F' or 'f'

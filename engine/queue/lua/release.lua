@@ -11,7 +11,8 @@ for i = 3, #ARGV do
     local job_id, c = split_chunk_key(ckey)
     redis.call('ZREM', KEYS[1], ckey)
     redis.call('HDEL', KEYS[2], ckey)
-    redis.call('HINCRBY', KEYS[3], ckey, -1)
+    if redis.call('HDEL', KEYS[3], ckey .. '+') == 0 then redis.call('HINCRBY', KEYS[3], ckey, -1) end
+    redis.call('HINCRBY', KEYS[3], ckey .. '@', -1)
     n = n + requeue_chunk(ns, job_id, c, 'q')
   end
 end

@@ -84,7 +84,7 @@ for _, r in ipairs(reports) do
       redis.call('HDEL', jkey .. ':ck', c, c .. '#')
       redis.call('ZREM', KEYS[2], ckey)
       redis.call('HDEL', KEYS[1], ckey)
-      redis.call('HDEL', KEYS[3], ckey)
+      redis.call('HDEL', KEYS[3], ckey, ckey .. '@', ckey .. '+')
     end
   end
 end

@@ -6,6 +6,16 @@ if redis.call('HGET', KEYS[1], 'loader') ~= ARGV[2] then
   return redis.error_reply('SUPERSEDED job is being loaded by another submitter')
 end
 local n = tonumber(redis.call('HGET', KEYS[1], 'nchunks'))
+-- Keys outside the job first, the job's own flip to 'active' last: a write refused half-way
+-- (an ACL without the lane or index keys) then leaves the job 'loading' under this loader,
+-- so the submitter's clean-up removes it, instead of an 'active' job on no lane that a retry
+-- of the same id would call accepted. (A lane entry of a job that is not active is harmless:
+-- claim drops it.)
+if n > 0 then
+  ensure_in_lane(ARGV[1], ARGV[3])
+  wake(ARGV[1], math.min(n, tonumber(ARGV[4])), redis.call('HGET', KEYS[1], 'priority'))
+end
+redis.call('ZADD', KEYS[3], redis.call('HGET', KEYS[1], 'created'), ARGV[3])
 local batch = {}
 for c = 1, n do
   batch[#batch + 1] = c
@@ -14,9 +24,4 @@ end
 if #batch > 0 then redis.call('RPUSH', KEYS[2], unpack(batch)) end
 redis.call('HSET', KEYS[1], 'state', 'active')
 redis.call('HDEL', KEYS[1], 'loader')
-redis.call('ZADD', KEYS[3], redis.call('HGET', KEYS[1], 'created'), ARGV[3])
-if n > 0 then
-  ensure_in_lane(ARGV[1], ARGV[3])
-  wake(ARGV[1], math.min(n, tonumber(ARGV[4])), redis.call('HGET', KEYS[1], 'priority'))
-end
 return n
