@@ -115,6 +115,9 @@ class ParsedMessage:
 # the reporter retried until its queue lifetime ran out.
 _UNREACHED = re.compile(r"timed out|connection refused|not reachable|unreachable|connect to", re.IGNORECASE)
 _NOT_FAILED: Final = frozenset({"delivered", "relayed", "expanded", "deliverable"})
+_NAME_AT: Final = re.compile(
+    r"\btry (?:e-?mailing|sending|writing)(?: it)?(?: to)? NAME@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)", re.IGNORECASE
+)
 _INLINE_DSN = re.compile(r"^(?:final|original)-recipient\s*:", re.IGNORECASE | re.MULTILINE)
 _DSN_FIELDS: Final = frozenset({"final-recipient", "original-recipient", "action", "status", "reporting-mta"})
 
@@ -292,12 +295,15 @@ def _named(view: MailView, rest: str, report: str) -> list[BounceRecord]:
     known = header_addresses(rest) + [a for _, v in view.original for a in header_addresses(v)]
     reporter = header_addresses(view.header("from"))
     domain = reporter[0].rsplit("@", 1)[1] if reporter else ""
+    # a reporter that says where the name lives now ("try emailing to NAME@cs.example.edu
+    # instead") names a second address the recipient is known by
+    moved = [d.lower() for d in _NAME_AT.findall(report) if d.lower() != domain.lower()]
     records = []
     for name, line in bare_names(report):
         same = [a for a in known if a.rsplit("@", 1)[0].lower() == name.lower()]
         address = same[0] if same else (f"{name}@{domain}" if domain else "")
-        if address:
-            records.append(_record(address, "", "", [line, report], hint=view.header("subject")))
+        for candidate in dict.fromkeys(([address] if address else []) + [f"{name}@{d}" for d in moved]):
+            records.append(_record(candidate, "", "", [line, report], hint=view.header("subject")))
     return records
 
 
