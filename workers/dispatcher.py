@@ -40,6 +40,8 @@ log = logging.getLogger("bulkmail.dispatch")
 
 MAX_REQUEUES = 3  # connection failures before a unit is deferred instead of retried at once
 PAUSED_RETRY = 60.0  # seconds: mail for a paused site comes back this often to look again
+CONTENDED = 1.0  # seconds: another worker refused a slot this recently still wants one
+CONTENDED_IDLE = 0.4  # seconds idle after which a connection gives its slot to such a worker
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +124,13 @@ class SiteDispatcher:
                 self._fail(unit, error)
         elif self.queue:
             self._spawn()
+        elif self.contended():
+            self.shared.pools.close_idle(self.bucket, asyncio.get_running_loop().time(), CONTENDED_IDLE)
+
+    def contended(self) -> bool:
+        """Another worker was refused a slot here just now: idle connections should not keep theirs
+        (else its share of the mail waits for our idle timeout)."""
+        return self.policy.state.wanted > self.shared.clock.wall() - CONTENDED
 
     def take_jobs(self, job_ids: Collection[str]) -> list[Unit]:
         """Remove the queued units of these jobs (paused or cancelled meanwhile)."""

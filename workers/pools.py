@@ -68,6 +68,21 @@ class HostPools:
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
+    def close_idle(self, bucket: str, now: float, min_idle: float) -> int:
+        """Give back a bucket's connections idle for ``min_idle`` seconds (another worker waits
+        for their slots). ``now``: loop.time()."""
+        closed = 0
+        prefix = bucket + "|"
+        for key, idle in self._idle.items():
+            if key.startswith(prefix):
+                keep = [entry for entry in idle if now - entry.session.last_used < min_idle]
+                for entry in idle:
+                    if entry not in keep:
+                        self.close(key, entry)
+                        closed += 1
+                idle[:] = keep
+        return closed
+
     def sweep(self, now: float) -> None:
         """Close sessions idle longer than their bucket's idle timeout (now: loop.time())."""
         for key, idle in self._idle.items():

@@ -32,6 +32,7 @@ class SiteState:
     rate_factor: float  # share of the configured rates currently allowed
     paused: bool
     down_until: float  # epoch seconds; 0 when not down
+    wanted: float = 0.0  # epoch seconds another worker was last refused a slot at the limit; 0: never
 
 
 def _ms(seconds: float) -> int:
@@ -93,14 +94,14 @@ class SitesStore:
     ) -> SiteState:
         a = self.adaptive
         k = self.keys
-        climit, rf, paused, down = await self._call(
+        climit, rf, paused, down, wanted = await self._call(
             "site_feedback",
             [k.site(bucket), k.site_log(bucket), k.sites],
             [bucket, _ms(self.clock.wall()), successes, signal, limits.max_connections,
              limits.initial_connections, a.decrease_factor, a.increase_every, a.rate_step,
              a.min_rate_factor, _ms(a.cooldown), a.min_connections, token, backlog],
         )  # fmt: skip
-        return SiteState(int(climit), int(rf) / 1000.0, bool(int(paused)), int(down) / 1000.0)
+        return SiteState(int(climit), int(rf) / 1000.0, bool(int(paused)), int(down) / 1000.0, int(wanted) / 1000.0)
 
     async def mark_down(self, bucket: str, until: float, reason: str) -> None:
         """Every MX host of the bucket failed: other workers defer its mail without trying."""

@@ -5,6 +5,7 @@
 -- ARGV[1] bucket  ARGV[2] now (ms)  ARGV[3] slot ttl (ms)  ARGV[4] connection id
 -- ARGV[5] configured max connections  ARGV[6] initial connections  ARGV[7] max new per minute (0: no limit)
 -- ARGV[8] reserve: slots beyond the limit this caller may take (transactional workers)
+-- A refusal at the connection limit records who wanted a slot and when (fields wanted, wanted_by).
 -- Returns {1, 0, ''} when granted, else {0, retry after (ms), reason}.
 local now, ttl = tonumber(ARGV[2]), tonumber(ARGV[3])
 local max_conns, initial, per_minute = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -16,7 +17,11 @@ local down = tonumber(redis.call('HGET', KEYS[1], 'down_until') or '0')
 if down > now then return {0, down - now, 'down'} end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 local limit = math.min(tonumber(redis.call('HGET', KEYS[1], 'climit')), max_conns) + tonumber(ARGV[8] or '0')
-if redis.call('ZCARD', KEYS[2]) >= limit then return {0, 250, 'connection limit ' .. limit} end
+if redis.call('ZCARD', KEYS[2]) >= limit then
+  -- remembered so that workers holding idle connections here give their slots back
+  redis.call('HSET', KEYS[1], 'wanted', now, 'wanted_by', string.match(ARGV[4], '^(.*)#') or ARGV[4])
+  return {0, 250, 'connection limit ' .. limit}
+end
 if per_minute > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - 60000)
   if redis.call('ZCARD', KEYS[3]) >= per_minute then

@@ -7,7 +7,8 @@
 -- ARGV[5] max connections  ARGV[6] initial connections  ARGV[7] decrease factor  ARGV[8] increase every
 -- ARGV[9] rate step  ARGV[10] min rate factor  ARGV[11] cooldown (ms)  ARGV[12] min connections
 -- ARGV[13] worker token  ARGV[14] this worker's backlog for the bucket
--- Returns {connection limit, rate factor x 1000, paused (0/1), down until (ms)}.
+-- Returns {connection limit, rate factor x 1000, paused (0/1), down until (ms),
+--          when another worker was last refused a slot at the limit (ms; 0: never)}.
 local now, ok, reason = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local max_conns, initial = tonumber(ARGV[5]), tonumber(ARGV[6])
 local factor, every, step = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
@@ -45,4 +46,8 @@ elseif ok > 0 then
 end
 local paused = redis.call('HGET', KEYS[1], 'paused') == '1' and 1 or 0
 local down = tonumber(redis.call('HGET', KEYS[1], 'down_until') or '0')
-return {climit, math.floor(rf * 1000), paused, down}
+local wanted = 0
+if redis.call('HGET', KEYS[1], 'wanted_by') ~= ARGV[13] then
+  wanted = tonumber(redis.call('HGET', KEYS[1], 'wanted') or '0')
+end
+return {climit, math.floor(rf * 1000), paused, down, wanted}
