@@ -36,6 +36,9 @@ if TYPE_CHECKING:
     from engine.job import JobSpec, Recipient
 
 
+SUBMIT_CHUNKS_PER_CALL = 8  # chunks stored per submit_chunks call (a few ms of Redis each)
+
+
 @dataclass(frozen=True, slots=True)
 class SubmitResult:
     job_id: str
@@ -130,18 +133,24 @@ class QueueStore:
             "from", spec.sender,
             "tpl", encode_meta(spec.to_record()),
         ]  # fmt: skip
-        begun = await self._run(
-            "submit_begin",
-            [k.job(job_id), k.states(job_id), k.chunks(job_id), k.ready(job_id), k.events(job_id)],
-            [token, _ms(now), *meta],
-        )
+        begin_keys = [k.job(job_id), k.states(job_id), k.chunks(job_id), k.ready(job_id), k.events(job_id)]
+        begin_args = [token, _ms(now), *meta]
+        stream = _aiter(recipients)
+        first: list[Recipient] = []
+        async for rcpt in stream:
+            first.append(rcpt)
+            if len(first) > self.config.chunk_size * SUBMIT_CHUNKS_PER_CALL:
+                break
+        else:  # small (a transactional message): one round trip and one fsync, not three
+            return await self._submit_small(job_id, token, begin_keys, begin_args, first, wake)
+        begun = await self._run("submit_begin", begin_keys, begin_args)
         if not begun:
             total = int(await self.redis.hget(k.job(job_id), "total") or 0)
             return SubmitResult(job_id, False, total)
         total = 0
         block: list[Recipient] = []
         try:
-            async for rcpt in _aiter(recipients):
+            async for rcpt in _chain(first, stream):
                 block.append(rcpt)
                 if len(block) >= self.config.submit_block:
                     total = await self._store_block(job_id, token, block, total)
@@ -153,6 +162,46 @@ class QueueStore:
             await self._abandon(job_id, token)
             raise
         return SubmitResult(job_id, True, total)
+
+    async def _submit_small(
+        self, job_id: str, token: str, begin_keys: list[str], begin_args: list[Any], block: list[Recipient], wake: int
+    ) -> SubmitResult:
+        """begin, chunks and commit pipelined. Each script checks the loader token and the commit
+        the stored total, so a step refused (job exists, OOM, ACL) makes the later ones no-ops."""
+        k = self.keys
+        if self.durability is None:
+            self.durability = await probe(self.redis)
+        block.sort(key=lambda r: r.domain)
+        chunk_args: list[Any] = [token]
+        for start in range(0, len(block), self.config.chunk_size):
+            part = block[start : start + self.config.chunk_size]
+            blob, packed = encode_chunk([StoredRecipient(start + i, r.to, r.vars, 0) for i, r in enumerate(part)])
+            chunk_args += [blob, packed, start, len(part)]
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                await self.scripts.call("submit_begin", begin_keys, begin_args, client=pipe)
+                if block:
+                    await self.scripts.call("submit_chunks", begin_keys[:3], chunk_args, client=pipe)
+                await self.scripts.call(
+                    "submit_commit", [k.job(job_id), k.ready(job_id), k.jobs],
+                    [k.ns, token, job_id, wake, len(block)], client=pipe,
+                )  # fmt: skip
+                if self.durability.use_waitaof:
+                    pipe.execute_command(*waitaof_command())
+                replies = await pipe.execute(raise_on_error=False)
+        except (rexc.RedisError, OSError) as exc:
+            await self._abandon(job_id, token)
+            raise _wrap(exc) from exc
+        if not isinstance(replies[0], Exception) and not replies[0]:
+            total = int(await self.redis.hget(k.job(job_id), "total") or 0)
+            return SubmitResult(job_id, False, total)
+        failed = next((r for r in replies[: 3 if block else 2] if isinstance(r, Exception)), None)
+        if failed is not None:
+            await self._abandon(job_id, token)
+            raise _wrap(failed)
+        if self.durability.use_waitaof:
+            check_waitaof(replies[-1])
+        return SubmitResult(job_id, True, len(block))
 
     async def _commit(self, job_id: str, token: str, wake: int) -> None:
         """The acknowledgement point. With AOF ``always`` the reply comes after the fsync; with
@@ -178,17 +227,23 @@ class QueueStore:
     async def _store_block(self, job_id: str, token: str, block: list[Recipient], first: int) -> int:
         """Sort a bounded block by domain so chunks hold few domains, then store it."""
         block.sort(key=lambda r: r.domain)
-        args: list[Any] = [token]
         size = self.config.chunk_size
         index = first
-        for start in range(0, len(block), size):
-            part = block[start : start + size]
-            records = [StoredRecipient(index + i, r.to, r.vars, 0) for i, r in enumerate(part)]
-            blob, packed = encode_chunk(records)
-            args += [blob, packed, index, len(part)]
-            index += len(part)
         k = self.keys
-        return int(await self._run("submit_chunks", [k.job(job_id), k.states(job_id), k.chunks(job_id)], args))
+        keys = [k.job(job_id), k.states(job_id), k.chunks(job_id)]
+        total = first
+        # a few chunks per script call: one call for the whole block would hold Redis (and the
+        # fsync after it) for tens of ms, and a transactional submit would wait behind it
+        for batch in range(0, len(block), size * SUBMIT_CHUNKS_PER_CALL):
+            args: list[Any] = [token]
+            for start in range(batch, min(batch + size * SUBMIT_CHUNKS_PER_CALL, len(block)), size):
+                part = block[start : start + size]
+                records = [StoredRecipient(index + i, r.to, r.vars, 0) for i, r in enumerate(part)]
+                blob, packed = encode_chunk(records)
+                args += [blob, packed, index, len(part)]
+                index += len(part)
+            total = int(await self._run("submit_chunks", keys, args))
+        return total
 
     async def _abandon(self, job_id: str, token: str) -> None:
         """Best effort: a job that was never committed is removed (it was never accepted)."""
@@ -412,6 +467,13 @@ def event_dict(job_id: str, entry_id: bytes, fields: dict[bytes, bytes]) -> dict
         "source": f.get("src", "smtp"),  # smtp (an attempt), async (a later DSN), arf (a complaint)
         **({"verified": f.get("v") == "1", "applied": f.get("ap") == "1"} if "src" in f else {}),
     }
+
+
+async def _chain(head: list[Any], rest: AsyncIterable[Any]) -> AsyncIterable[Any]:
+    for item in head:
+        yield item
+    async for item in rest:
+        yield item
 
 
 async def _aiter(items: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterable[Any]:

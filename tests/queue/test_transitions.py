@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from engine.codec import StoredRecipient
 from engine.config import QueueConfig
@@ -25,7 +26,8 @@ from tests.support.clock import ManualClock
 async def open_store(url: str, **queue: object) -> AsyncIterator[tuple[QueueStore, ManualClock]]:
     redis = Redis.from_url(url)
     clock = ManualClock()
-    cfg = QueueConfig(chunk_size=4, submit_block=10, lease=15.0, max_claims=3, **queue)  # type: ignore[arg-type]
+    settings: dict[str, object] = {"chunk_size": 4, "submit_block": 10, "lease": 15.0, "max_claims": 3} | queue
+    cfg = QueueConfig(**settings)  # type: ignore[arg-type]
     try:
         yield QueueStore(redis, cfg, clock), clock
     finally:
@@ -87,6 +89,48 @@ async def test_submitter_dying_mid_job_leaves_nothing_accepted(redis_url: str) -
         # a retry of the same submission works from scratch
         result = await store.submit(spec, rcpts)
         assert result.created and result.total == 30
+
+
+@pytest.mark.parametrize("count", [1, 32, 33, 90])  # chunk_size 4: up to 32 go in one pipelined round trip
+async def test_small_jobs_in_one_round_trip_and_large_ones_in_steps_store_the_same(redis_url: str, count: int) -> None:
+    async with open_store(redis_url) as (store, _):
+        spec, rcpts = build(people(count), id=f"n{count}")
+        result = await store.submit(spec, rcpts)
+        assert result.created and result.total == count
+        assert (await assert_audit(store, f"n{count}"))["queued"] == count
+        again = await store.submit(spec, rcpts)
+        assert not again.created and again.total == count
+        claimed = []
+        while chunks := await store.claim("w1", 100):
+            claimed += [r.to for c in chunks for r in c.records]
+        assert sorted(claimed) == sorted(r.to for r in rcpts)
+
+
+async def test_a_large_submitter_dying_after_some_chunks_leaves_nothing_accepted(redis_url: str) -> None:
+    async with open_store(redis_url) as (store, _):
+        spec, rcpts = build(people(60), id="late")
+
+        def dying():  # type: ignore[no-untyped-def]
+            for i, r in enumerate(rcpts):
+                if i == 50:
+                    raise RuntimeError("submitter crashed")
+                yield r
+
+        with pytest.raises(RuntimeError):
+            await store.submit(spec, dying())
+        assert await store.status("late") is None and await store.claim("w1") == []
+
+
+async def test_commit_refuses_a_job_whose_chunks_were_not_all_stored(redis_url: str) -> None:
+    async with open_store(redis_url) as (store, _):
+        k = store.keys
+        keys = [k.job("gap"), k.states("gap"), k.chunks("gap"), k.ready("gap"), k.events("gap")]
+        await store.scripts.call("submit_begin", keys, ["tok", 1, "priority", "bulk"])
+        # the pipelined submit's chunks were refused (OOM, ACL): its commit must not accept the job
+        with pytest.raises(ResponseError, match="INCOMPLETE"):
+            await store.scripts.call("submit_commit", [k.job("gap"), k.ready("gap"), k.jobs], [k.ns, "tok", "gap", 1, 5])
+        assert await store.redis.hget(k.job("gap"), "state") == b"loading"
+        assert await store.claim("w1") == []
 
 
 async def test_loading_job_left_by_a_dead_submitter_is_replaced(redis_url: str) -> None:

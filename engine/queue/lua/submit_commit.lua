@@ -1,9 +1,15 @@
 -- Make a loaded job visible to workers: this is the moment it is accepted.
 -- KEYS[1] job hash  KEYS[2] ready  KEYS[3] jobs index
 -- ARGV[1] namespace  ARGV[2] loader token  ARGV[3] job id  ARGV[4] wake markers
+-- ARGV[5] (optional) the total the submitter stored: a commit pipelined behind its chunks
+--         must not accept a job whose chunks were refused
 -- Returns the number of chunks made ready.
 if redis.call('HGET', KEYS[1], 'loader') ~= ARGV[2] then
   return redis.error_reply('SUPERSEDED job is being loaded by another submitter')
+end
+if ARGV[5] and redis.call('HGET', KEYS[1], 'total') ~= ARGV[5] then
+  return redis.error_reply('INCOMPLETE job has ' .. redis.call('HGET', KEYS[1], 'total') ..
+    ' recipients stored, ' .. ARGV[5] .. ' expected')
 end
 local n = tonumber(redis.call('HGET', KEYS[1], 'nchunks'))
 -- Keys outside the job first, the job's own flip to 'active' last: a write refused half-way
