@@ -130,6 +130,8 @@ class SiteDispatcher:
     def contended(self) -> bool:
         """Another worker was refused a slot here just now: idle connections should not keep theirs
         (else its share of the mail waits for our idle timeout)."""
+        if self.policy.reserve:  # the transactional worker keeps its few connections warm
+            return False
         return self.policy.state.wanted > self.shared.clock.wall() - CONTENDED
 
     def take_jobs(self, job_ids: Collection[str]) -> list[Unit]:
