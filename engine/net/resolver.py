@@ -182,6 +182,7 @@ class MxResolver:
         self._resolver = self._make_resolver(config)
         self._routes: _Memo[Route | DnsError] = _Memo(clock, config.cache_size)
         self._hosts: _Memo[_HostAnswer] = _Memo(clock, config.cache_size)
+        self._gate: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
 
     @staticmethod
     def _make_resolver(config: DnsConfig) -> dns.asyncresolver.Resolver:
@@ -330,9 +331,10 @@ class MxResolver:
         kind = dns.rdatatype.to_text(rdtype)
         try:
             qname = dns.name.from_text(name)
-            answer = await self._resolver.resolve(
-                qname, rdtype, raise_on_no_answer=False, search=False
-            )
+            async with self._inflight_gate():  # the wait here does not count against the timeout
+                answer = await self._resolver.resolve(
+                    qname, rdtype, raise_on_no_answer=False, search=False
+                )
         except dns.resolver.NXDOMAIN as exc:
             return _Reply(records=(), ttl=self._nxdomain_ttl(exc), nxdomain=True)
         except (dns.exception.DNSException, OSError, ValueError) as exc:
@@ -343,6 +345,12 @@ class MxResolver:
         return _Reply(
             records=records, ttl=float(answer.chaining_result.minimum_ttl), nxdomain=False
         )
+
+    def _inflight_gate(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        if self._gate is None or self._gate[0] is not loop:
+            self._gate = (loop, asyncio.Semaphore(max(1, self._config.max_inflight)))
+        return self._gate[1]
 
     def _why(self, exc: BaseException) -> str:
         if isinstance(exc, dns.exception.Timeout):

@@ -401,3 +401,27 @@ def test_concurrent_timeouts_share_one_failed_lookup(
     results = run(many())
     assert all(isinstance(r, DnsTemporary) for r in results)
     assert len({id(r) for r in results}) == 20  # each caller gets its own exception object
+
+
+def test_lookups_in_flight_are_capped_so_a_burst_of_domains_cannot_flood_the_nameserver(
+    dns_server: DnsServer, dns_config: DnsConfig, dns_clock: ManualClock
+) -> None:
+    dns_server.no_answer("hang1.test")
+    dns_server.no_answer("hang2.test")
+    dns_server.add_mx("next.test", [(10, "mx.next.test")])
+    dns_server.add_a("mx.next.test", ["127.0.0.111"])
+    resolver = MxResolver(replace(dns_config, max_inflight=2), dns_clock)
+
+    async def burst() -> list[BaseException | Route]:
+        tasks = [asyncio.ensure_future(resolver.route(d)) for d in ("hang1.test", "hang2.test", "next.test")]
+        while dns_server.query_count("hang2.test", "MX") == 0:  # both gate places taken by silent names
+            await asyncio.sleep(0.01)
+        asked_while_full = dns_server.query_count("next.test", "MX")
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert asked_while_full == 0
+        return results
+
+    hang1, hang2, nxt = run(burst())
+    assert isinstance(hang1, DnsTemporary) and isinstance(hang2, DnsTemporary)
+    # its wait for a place did not count against its own timeout: it was answered
+    assert isinstance(nxt, Route) and nxt.hosts[0].addresses == ("127.0.0.111",)
