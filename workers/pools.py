@@ -71,28 +71,27 @@ class HostPools:
     def close_idle(self, bucket: str, now: float, min_idle: float) -> int:
         """Give back a bucket's connections idle for ``min_idle`` seconds (another worker waits
         for their slots). ``now``: loop.time()."""
-        closed = 0
         prefix = bucket + "|"
-        for key, idle in self._idle.items():
-            if key.startswith(prefix):
-                keep = [entry for entry in idle if now - entry.session.last_used < min_idle]
-                for entry in idle:
-                    if entry not in keep:
-                        self.close(key, entry)
-                        closed += 1
-                idle[:] = keep
-        return closed
+        return self._close_where(lambda key, entry: key.startswith(prefix) and now - entry.session.last_used >= min_idle)
 
     def sweep(self, now: float) -> None:
         """Close sessions idle longer than their bucket's idle timeout (now: loop.time())."""
+        self._close_where(
+            lambda _, entry: not entry.session.usable or now - entry.session.last_used >= entry.idle_timeout
+        )
+
+    def _close_where(self, stale: Callable[[str, Pooled], bool]) -> int:
+        closed = 0
         for key, idle in self._idle.items():
             keep = []
             for entry in idle:
-                if entry.session.usable and now - entry.session.last_used < entry.idle_timeout:
-                    keep.append(entry)
-                else:
+                if stale(key, entry):
                     self.close(key, entry)
+                    closed += 1
+                else:
+                    keep.append(entry)
             idle[:] = keep
+        return closed
 
     async def close_all(self) -> None:
         for key, idle in self._idle.items():

@@ -7,7 +7,6 @@ redis-py errors into engine.errors at this one edge.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import AsyncIterable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -21,29 +20,19 @@ from engine.codec import (
     decode_meta,
     decode_records,
     encode_chunk,
-    encode_meta,
     encode_report,
 )
 from engine.config import QueueConfig
 from engine.errors import CorruptData
 from engine.outcome import STATUSES, Outcome
-from engine.queue.durability import Durability, check_waitaof, probe, waitaof_command
+from engine.queue.durability import Durability
 from engine.queue.keys import Keys
 from engine.queue.redis_errors import wrap as _wrap
 from engine.queue.scripts import Scripts
+from engine.queue.submit import SubmitResult, submit_job
 
 if TYPE_CHECKING:
     from engine.job import JobSpec, Recipient
-
-
-SUBMIT_CHUNKS_PER_CALL = 8  # chunks stored per submit_chunks call (a few ms of Redis each)
-
-
-@dataclass(frozen=True, slots=True)
-class SubmitResult:
-    job_id: str
-    created: bool  # False: a job with this id existed, nothing was changed
-    total: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,11 +80,6 @@ def _ms(seconds: float) -> int:
     return int(seconds * 1000)
 
 
-def new_job_id(now: float) -> str:
-    """Sortable by submission time, unique without coordination."""
-    return f"{_ms(now):011x}{secrets.token_hex(4)}"
-
-
 class QueueStore:
     def __init__(self, redis: Redis, config: QueueConfig, clock: Clock) -> None:
         self.redis = redis
@@ -122,136 +106,8 @@ class QueueStore:
         *,
         wake: int = 16,
     ) -> SubmitResult:
-        """Store a validated job; it is accepted (and durable) when this returns."""
-        now = self.clock.wall()
-        job_id = spec.id or new_job_id(now)
-        token = secrets.token_hex(8)
-        k = self.keys
-        meta = [
-            "priority", spec.priority,
-            "max_age", "" if spec.max_age is None else repr(float(spec.max_age)),
-            "from", spec.sender,
-            "tpl", encode_meta(spec.to_record()),
-        ]  # fmt: skip
-        begin_keys = [k.job(job_id), k.states(job_id), k.chunks(job_id), k.ready(job_id), k.events(job_id)]
-        begin_args = [token, _ms(now), *meta]
-        stream = _aiter(recipients)
-        first: list[Recipient] = []
-        async for rcpt in stream:
-            first.append(rcpt)
-            if len(first) > self.config.chunk_size * SUBMIT_CHUNKS_PER_CALL:
-                break
-        else:  # small (a transactional message): one round trip and one fsync, not three
-            return await self._submit_small(job_id, token, begin_keys, begin_args, first, wake)
-        begun = await self._run("submit_begin", begin_keys, begin_args)
-        if not begun:
-            total = int(await self.redis.hget(k.job(job_id), "total") or 0)
-            return SubmitResult(job_id, False, total)
-        total = 0
-        block: list[Recipient] = []
-        try:
-            async for rcpt in _chain(first, stream):
-                block.append(rcpt)
-                if len(block) >= self.config.submit_block:
-                    total = await self._store_block(job_id, token, block, total)
-                    block = []
-            if block:
-                total = await self._store_block(job_id, token, block, total)
-            await self._commit(job_id, token, wake)
-        except BaseException:
-            await self._abandon(job_id, token)
-            raise
-        return SubmitResult(job_id, True, total)
-
-    async def _submit_small(
-        self, job_id: str, token: str, begin_keys: list[str], begin_args: list[Any], block: list[Recipient], wake: int
-    ) -> SubmitResult:
-        """begin, chunks and commit pipelined. Each script checks the loader token and the commit
-        the stored total, so a step refused (job exists, OOM, ACL) makes the later ones no-ops."""
-        k = self.keys
-        if self.durability is None:
-            self.durability = await probe(self.redis)
-        block.sort(key=lambda r: r.domain)
-        chunk_args: list[Any] = [token]
-        for start in range(0, len(block), self.config.chunk_size):
-            part = block[start : start + self.config.chunk_size]
-            blob, packed = encode_chunk([StoredRecipient(start + i, r.to, r.vars, 0) for i, r in enumerate(part)])
-            chunk_args += [blob, packed, start, len(part)]
-        try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                await self.scripts.call("submit_begin", begin_keys, begin_args, client=pipe)
-                if block:
-                    await self.scripts.call("submit_chunks", begin_keys[:3], chunk_args, client=pipe)
-                await self.scripts.call(
-                    "submit_commit", [k.job(job_id), k.ready(job_id), k.jobs],
-                    [k.ns, token, job_id, wake, len(block)], client=pipe,
-                )  # fmt: skip
-                if self.durability.use_waitaof:
-                    pipe.execute_command(*waitaof_command())
-                replies = await pipe.execute(raise_on_error=False)
-        except (rexc.RedisError, OSError) as exc:
-            await self._abandon(job_id, token)
-            raise _wrap(exc) from exc
-        if not isinstance(replies[0], Exception) and not replies[0]:
-            total = int(await self.redis.hget(k.job(job_id), "total") or 0)
-            return SubmitResult(job_id, False, total)
-        failed = next((r for r in replies[: 3 if block else 2] if isinstance(r, Exception)), None)
-        if failed is not None:
-            await self._abandon(job_id, token)
-            raise _wrap(failed)
-        if self.durability.use_waitaof:
-            check_waitaof(replies[-1])
-        return SubmitResult(job_id, True, len(block))
-
-    async def _commit(self, job_id: str, token: str, wake: int) -> None:
-        """The acknowledgement point. With AOF ``always`` the reply comes after the fsync; with
-        another policy on Redis >= 7.2, WAITAOF on the commit's own connection waits for it."""
-        k = self.keys
-        keys, args = [k.job(job_id), k.ready(job_id), k.jobs], [k.ns, token, job_id, wake]
-        if self.durability is None:
-            self.durability = await probe(self.redis)
-        if not self.durability.use_waitaof:
-            await self._run("submit_commit", keys, args)
-            return
-        try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                await self.scripts.call("submit_commit", keys, args, client=pipe)
-                pipe.execute_command(*waitaof_command())
-                committed, synced = await pipe.execute(raise_on_error=False)
-        except (rexc.RedisError, OSError) as exc:
-            raise _wrap(exc) from exc
-        if isinstance(committed, Exception):
-            raise _wrap(committed)
-        check_waitaof(synced)
-
-    async def _store_block(self, job_id: str, token: str, block: list[Recipient], first: int) -> int:
-        """Sort a bounded block by domain so chunks hold few domains, then store it."""
-        block.sort(key=lambda r: r.domain)
-        size = self.config.chunk_size
-        index = first
-        k = self.keys
-        keys = [k.job(job_id), k.states(job_id), k.chunks(job_id)]
-        total = first
-        # a few chunks per script call: one call for the whole block would hold Redis (and the
-        # fsync after it) for tens of ms, and a transactional submit would wait behind it
-        for batch in range(0, len(block), size * SUBMIT_CHUNKS_PER_CALL):
-            args: list[Any] = [token]
-            for start in range(batch, min(batch + size * SUBMIT_CHUNKS_PER_CALL, len(block)), size):
-                part = block[start : start + size]
-                records = [StoredRecipient(index + i, r.to, r.vars, 0) for i, r in enumerate(part)]
-                blob, packed = encode_chunk(records)
-                args += [blob, packed, index, len(part)]
-                index += len(part)
-            total = int(await self._run("submit_chunks", keys, args))
-        return total
-
-    async def _abandon(self, job_id: str, token: str) -> None:
-        """Best effort: a job that was never committed is removed (it was never accepted)."""
-        try:
-            if await self.redis.hget(self.keys.job(job_id), "loader") == token.encode():
-                await self.redis.delete(*self.keys.job_keys(job_id))
-        except (rexc.RedisError, OSError):
-            pass
+        """Store a validated job; it is accepted (and durable) when this returns (engine/queue/submit.py)."""
+        return await submit_job(self, spec, recipients, wake)
 
     # ---- work -------------------------------------------------------------
 
@@ -467,19 +323,3 @@ def event_dict(job_id: str, entry_id: bytes, fields: dict[bytes, bytes]) -> dict
         "source": f.get("src", "smtp"),  # smtp (an attempt), async (a later DSN), arf (a complaint)
         **({"verified": f.get("v") == "1", "applied": f.get("ap") == "1"} if "src" in f else {}),
     }
-
-
-async def _chain(head: list[Any], rest: AsyncIterable[Any]) -> AsyncIterable[Any]:
-    for item in head:
-        yield item
-    async for item in rest:
-        yield item
-
-
-async def _aiter(items: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterable[Any]:
-    if isinstance(items, AsyncIterable):
-        async for item in items:
-            yield item
-    else:
-        for item in items:
-            yield item

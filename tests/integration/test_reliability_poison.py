@@ -23,8 +23,8 @@ from engine.queue.keys import Keys
 from engine.queue.scripts import load_source
 from engine.queue.store import QueueStore
 from tests.support.builders import build, people
-from tests.support.clock import ManualClock
 from tests.support.serve import Serve, cli, events, status
+from tests.support.stores import open_store
 from tests.support.waiting import wait_until
 from tests.support.world import FAST, MailWorld, audit_ok, newsletter, submit, wait_done
 
@@ -81,10 +81,8 @@ async def test_a_chunk_with_a_corrupt_index_list_is_quarantined_and_the_batch_go
 
 
 async def test_a_healthy_chunk_whose_workers_keep_dying_is_not_quarantined(redis_url: str) -> None:
-    client = Redis.from_url(redis_url)
-    clock = ManualClock()
-    store = QueueStore(client, QueueConfig(chunk_size=4, lease=15.0, max_claims=3), clock)
-    try:
+    async with open_store(redis_url, QueueConfig(chunk_size=4, lease=15.0, max_claims=3)) as (store, clock):
+        client = store.redis
         spec, rcpts = build(people(4), id="unlucky")
         await store.submit(spec, rcpts)
         for attempt in range(5):
@@ -97,16 +95,12 @@ async def test_a_healthy_chunk_whose_workers_keep_dying_is_not_quarantined(redis
         (chunk,) = await store.claim("survivor")
         assert len(chunk.records) == 4 and chunk.duplicates == frozenset(range(4))
         assert (await audit_job(store, "unlucky")).ok
-    finally:
-        await client.aclose()
 
 
 async def test_a_chunk_that_kills_its_worker_at_once_is_still_quarantined(redis_url: str) -> None:
     """The other side of the same rule: leases lost before their first renewal are strikes."""
-    client = Redis.from_url(redis_url)
-    clock = ManualClock()
-    store = QueueStore(client, QueueConfig(chunk_size=4, lease=15.0, max_claims=3), clock)
-    try:
+    async with open_store(redis_url, QueueConfig(chunk_size=4, lease=15.0, max_claims=3)) as (store, clock):
+        client = store.redis
         spec, rcpts = build(people(4), id="deadly")
         await store.submit(spec, rcpts)
         for attempt in range(3):
@@ -116,8 +110,6 @@ async def test_a_chunk_that_kills_its_worker_at_once_is_still_quarantined(redis_
         assert await store.claim("w3") == []
         assert b"3 times" in (await client.hget(store.keys.quarantine, "deadly:1") or b"")
         assert (await audit_job(store, "deadly")).ok
-    finally:
-        await client.aclose()
 
 
 def hset(world: MailWorld, key: str, field: str, value: bytes) -> None:

@@ -20,6 +20,7 @@ from engine.mx import MxHost, Route, without_private
 from engine.net.resolver import MxResolver
 from tests.support.clock import ManualClock
 from tests.support.dns_server import DnsServer
+from tests.support.waiting import async_wait_until
 
 T = TypeVar("T")
 
@@ -414,8 +415,10 @@ def test_lookups_in_flight_are_capped_so_a_burst_of_domains_cannot_flood_the_nam
 
     async def burst() -> list[BaseException | Route]:
         tasks = [asyncio.ensure_future(resolver.route(d)) for d in ("hang1.test", "hang2.test", "next.test")]
-        while dns_server.query_count("hang2.test", "MX") == 0:  # both gate places taken by silent names
-            await asyncio.sleep(0.01)
+        async def both_asked() -> bool:  # both gate places taken by silent names
+            return dns_server.query_count("hang2.test", "MX") > 0
+
+        await async_wait_until(both_asked, 10, what="the second silent lookup")
         asked_while_full = dns_server.query_count("next.test", "MX")
         results = await asyncio.gather(*tasks, return_exceptions=True)
         assert asked_while_full == 0

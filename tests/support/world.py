@@ -104,7 +104,8 @@ def audit_ok(world: MailWorld, job: str) -> None:
     client = redis.Redis.from_url(world.redis_url)
     keys = Keys()
     raw = client.hgetall(keys.job(job))
-    states = Counter((client.get(keys.states(job)) or b"").decode())
+    state_bytes: bytes = client.get(keys.states(job)) or b""  # type: ignore[assignment]
+    states = Counter(state_bytes.decode())
     client.close()
     counters = {name: int(raw.get(name.encode(), 0)) for name in STATUSES}
     assert sum(counters.values()) == int(raw[b"total"]) == sum(states.values())

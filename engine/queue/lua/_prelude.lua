@@ -49,9 +49,8 @@ local function wake(ns, count, lane)
   redis.call('LTRIM', list, 0, 63)
 end
 
--- Put a leased chunk back at the head of its job's ready list; in-flight
--- recipients become queued (f -> fresh_state, F -> Q).
-local function requeue_chunk(ns, job_id, c, fresh_state)
+-- A leased chunk's in-flight recipients become queued (f -> fresh_state, F -> Q); returns how many.
+local function unlease_chunk(ns, job_id, c, fresh_state)
   local jkey = ns .. ':job:' .. job_id
   local st = jkey .. ':st'
   local delta = {}
@@ -67,6 +66,13 @@ local function requeue_chunk(ns, job_id, c, fresh_state)
     end
   end)
   apply_counts(jkey, delta)
+  return n
+end
+
+-- Put a leased chunk back at the head of its job's ready list, its recipients queued again.
+local function requeue_chunk(ns, job_id, c, fresh_state)
+  local n = unlease_chunk(ns, job_id, c, fresh_state)
+  local jkey = ns .. ':job:' .. job_id
   if redis.call('HEXISTS', jkey .. ':ck', c) == 1 then
     redis.call('LPUSH', jkey .. ':ready', c)
     ensure_in_lane(ns, job_id)

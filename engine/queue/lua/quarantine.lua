@@ -9,21 +9,7 @@
 local ns, token, ckey, reason = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 if redis.call('HGET', KEYS[2], ckey) ~= token then return -1 end
 local job_id, c = split_chunk_key(ckey)
-local jkey = ns .. ':job:' .. job_id
-local st = jkey .. ':st'
-local delta = {}
-local n = 0
-each_index(redis.call('HGET', jkey .. ':ck', c .. '#'), function(idx)
-  local cur = redis.call('GETRANGE', st, idx, idx)
-  if cur == 'f' or cur == 'F' then
-    local new = (cur == 'F') and 'Q' or 'q'
-    redis.call('SETRANGE', st, idx, new)
-    bump(delta, cur, -1)
-    bump(delta, new, 1)
-    n = n + 1
-  end
-end)
-apply_counts(jkey, delta)
+local n = unlease_chunk(ns, job_id, c, 'q')
 redis.call('ZREM', KEYS[1], ckey)
 redis.call('HDEL', KEYS[2], ckey)
 redis.call('HSET', KEYS[3], ckey, reason)
