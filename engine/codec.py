@@ -1,5 +1,7 @@
 """msgpack encoding of stored recipients and chunks.
 
+MX routes shared by the workers through Redis are msgpack too (``encode_route``).
+
 A chunk is the unit a worker leases: up to QueueConfig.chunk_size recipients,
 stored once as a msgpack list of ``[index, to, vars | None, attempts]`` plus
 the indices packed as 4-byte big-endian integers, which the Lua scripts read
@@ -14,7 +16,8 @@ from dataclasses import dataclass
 
 import msgpack
 
-from engine.errors import CorruptData
+from engine.errors import CorruptData, DnsError, DnsPermanent, DnsTemporary
+from engine.mx import MxHost, Route
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,3 +73,26 @@ def decode_meta(blob: bytes) -> dict[str, object]:
 def encode_report(reports: Sequence[Sequence[object]]) -> bytes:
     # Redis's Lua cmsgpack predates the bin types: bytes travel as raw strings.
     return msgpack.packb(reports, use_bin_type=False)
+
+
+_DNS_ERRORS: dict[str, type[DnsError]] = {"p": DnsPermanent, "t": DnsTemporary}
+
+
+def encode_route(outcome: Route | DnsError) -> bytes:
+    """A route or DNS failure as another worker needs it (its expiry travels as the key's TTL)."""
+    if isinstance(outcome, Route):
+        hosts = [[h.name, h.preference, list(h.addresses)] for h in outcome.hosts]
+        return msgpack.packb(["r", outcome.implicit, outcome.site, hosts], use_bin_type=True)
+    kind = "p" if isinstance(outcome, DnsPermanent) else "t"
+    return msgpack.packb([kind, str(outcome), outcome.enhanced], use_bin_type=True)
+
+
+def decode_route(domain: str, blob: bytes, expires: float) -> Route | DnsError:
+    try:
+        row = msgpack.unpackb(blob, raw=False, use_list=True)
+        if row[0] == "r":
+            hosts = tuple(MxHost(str(n), int(p), tuple(str(a) for a in addrs)) for n, p, addrs in row[3])
+            return Route(domain=domain, hosts=hosts, implicit=bool(row[1]), site=str(row[2]), expires=expires)
+        return _DNS_ERRORS[row[0]](str(row[1]), domain=domain, enhanced=row[2])
+    except (ValueError, TypeError, IndexError, KeyError, msgpack.UnpackException) as exc:
+        raise CorruptData(f"corrupt shared route of {domain}: {exc}") from exc

@@ -65,6 +65,7 @@ class DnsConfig:
     negative_ttl: float = 300.0  # cap for caching NXDOMAIN/null MX answers
     temporary_ttl: float = 30.0  # how long a SERVFAIL/timeout answer is remembered
     cache_size: int = 100_000  # cached domains (and MX hosts) per resolver; expired ones go first
+    shared: bool = True  # one lookup per domain for the whole fleet, answers shared through Redis
     max_inflight: int = 64  # lookups in flight per worker: a job's first burst of domains must not flood
     # the nameserver (1,000 new domains at once from 4 workers made a resolver drop queries)
 

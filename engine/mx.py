@@ -31,6 +31,7 @@ __all__ = [
     "order_addresses",
     "ip_literal",
     "build_route",
+    "reshuffled",
     "is_private_address",
     "without_private",
 ]
@@ -150,6 +151,22 @@ def build_route(
         if addresses.get(name)
     )
     return Route(domain=domain, hosts=hosts, implicit=implicit, site=site, expires=expires)
+
+
+def reshuffled(route: Route, rng: random.Random) -> Route:
+    """The route with hosts of equal preference in a fresh random order: a route resolved by
+    another worker must not send the whole fleet to the same one of them (RFC 5321 5.1)."""
+    groups: dict[int, list[MxHost]] = {}
+    for host in route.hosts:
+        groups.setdefault(host.preference, []).append(host)
+    if all(len(group) == 1 for group in groups.values()):
+        return route
+    hosts: list[MxHost] = []
+    for preference in sorted(groups):
+        group = groups[preference]
+        rng.shuffle(group)
+        hosts.extend(group)
+    return replace(route, hosts=tuple(hosts))
 
 
 def is_private_address(address: str) -> bool:

@@ -22,11 +22,12 @@ from redis.asyncio import Redis
 from engine.classify import Verdict, from_error
 from engine.clock import Clock
 from engine.config import EngineConfig
-from engine.errors import CorruptData, DnsError, QueueError
+from engine.errors import CorruptData, DnsError, DnsTemporary, QueueError
 from engine.mx import Route
 from engine.net.resolver import MxResolver
 from engine.net.tls import TlsContexts
 from engine.outcome import CANCELLED, EXPIRED, SUPPRESSED
+from engine.queue.routes import RouteStore
 from engine.queue.sites import SitesStore
 from engine.queue.store import ClaimedChunk, QueueStore
 from engine.queue.suppression import Suppressed, SuppressionList
@@ -36,6 +37,7 @@ from workers.jobs import JobCache, JobContext
 from workers.policy import SitePolicy
 from workers.pools import HostPools
 from workers.reporter import Reporter
+from workers.routing import FleetRoutes
 from workers.settle import Settler
 from workers.work import Held, Item, Unit
 
@@ -80,6 +82,8 @@ class WorkerLoop:
         self.pools = HostPools(smtp.max_conns_per_mx)
         self.jobs = JobCache(store, config.retry, smtp.helo, config.bounce)
         self.site_store = SitesStore(store.redis, store.keys, clock, config.shaping.adaptive)
+        route_store = RouteStore(store.redis, store.keys) if config.dns.shared else None
+        self.routes = FleetRoutes(resolver, route_store, token, config.dns.timeout)
         self.shared = Shared(
             pools=self.pools,
             smtp=smtp,
@@ -301,12 +305,15 @@ class WorkerLoop:
                 self.settler.settle(job, item, verdict, attempted=False)
             else:
                 by_domain[record.domain].append(item)
+        unrouted: dict[str, list[Item]] = {}
         for domain, items in by_domain.items():
-            route = self.resolver.cached(domain)
+            route = self.routes.cached(domain)
             if route is not None:
                 self._dispatch(job, domain, items, route)
-                continue
-            task = asyncio.create_task(self._route(job, domain, items))
+            else:
+                unrouted[domain] = items
+        if unrouted:
+            task = asyncio.create_task(self._route(job, unrouted))
             self._routing.add(task)
             task.add_done_callback(self._routing.discard)
 
@@ -342,17 +349,22 @@ class WorkerLoop:
                 log.warning("cannot quarantine %s yet: %s", held.key, exc)
                 await self._pause(1.0)
 
-    async def _route(self, job: JobContext, domain: str, items: list[Item]) -> None:
-        try:
-            route = await self.resolver.route(domain)
-        except (DnsError, Exception) as exc:  # anything else is a bug: defer, never strand items
-            if not isinstance(exc, DnsError):
-                log.exception("routing %s failed unexpectedly", domain)
-            verdict = from_error(exc)
+    async def _route(self, job: JobContext, unrouted: dict[str, list[Item]]) -> None:
+        def deliver(domain: str, outcome: Route | DnsError) -> None:
+            items = unrouted.pop(domain)
+            if isinstance(outcome, Route):
+                self._dispatch(job, domain, items, outcome)
+                return
+            verdict = from_error(outcome)
             for item in items:
                 self.settler.settle(job, item, verdict, bucket=f"dns:{domain}")
-            return
-        self._dispatch(job, domain, items, route)
+
+        try:
+            await self.routes.resolve(list(unrouted), deliver)
+        except Exception as exc:  # a bug: defer what is left, never strand items
+            log.exception("routing %s failed unexpectedly", ", ".join(list(unrouted)[:5]))
+            for domain in list(unrouted):
+                deliver(domain, DnsTemporary(f"{domain}: routing failed: {exc}", domain=domain, enhanced="4.4.3"))
 
     def _dispatch(self, job: JobContext, domain: str, items: list[Item], route: Route) -> None:
         bucket, limits = resolve(self.config.shaping, route.site, tuple(h.name for h in route.hosts), domain)
@@ -394,5 +406,6 @@ class WorkerLoop:
         except QueueError as exc:
             log.warning("could not release leases (they expire by themselves): %s", exc)
         await self.pools.close_all()
+        await self.routes.flush()
         for site in self.sites.values():
             await site.policy.flush()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import gc
 import json
 import logging
 import os
@@ -30,6 +31,18 @@ from workers.loop import WorkerLoop
 
 log = logging.getLogger("bulkmail.worker")
 _PR_SET_PDEATHSIG = 1
+# Cyclic GC: with Python's default (700, 10, 10) a bulk worker spent 10-15% of its CPU in
+# collections (bench a, 50,000 messages: 0.34-0.53 s of 3.4 s; nearly all of it full passes over
+# long-lived objects). Per-message objects die by reference counting; raising the young
+# generation's threshold and freezing what start-up created cut it to 0.06-0.10 s.
+GC_THRESHOLDS = (10_000, 20, 20)
+
+
+def tune_gc() -> None:
+    """Call once start-up objects exist: they leave the collector's view for good."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def die_with_parent() -> None:
@@ -50,16 +63,20 @@ async def run_worker(config: EngineConfig, token: str, lanes: tuple[str, ...] = 
     loop.add_signal_handler(signal.SIGTERM, worker.stop)
     loop.add_signal_handler(signal.SIGINT, worker.stop)
     loop.add_signal_handler(signal.SIGUSR1, lambda: log.warning("state of %s:\n%s", token, worker.describe()))
+    tune_gc()
     log.info("worker %s started", token)
     try:
         await worker.run()
     finally:
         log.info(
-            "worker %s stopped: %d chunks, %d recipients, %d connections opened",
+            "worker %s stopped: %d chunks, %d recipients, %d connections opened, "
+            "%d domains looked up here, %d routes taken from other workers",
             token,
             worker.counters.claimed_chunks,
             worker.counters.recipients,
             worker.pools.opened,
+            worker.routes.looked_up,
+            worker.routes.taken,
         )
         await resolver.close()
         await redis.aclose()

@@ -35,7 +35,7 @@ import asyncio
 import math
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, Generic, TypeVar
 
@@ -59,6 +59,7 @@ from engine.mx import (
     is_null_mx,
     order_addresses,
     order_mx,
+    reshuffled,
     site_key,
 )
 
@@ -105,6 +106,19 @@ class _Memo(Generic[V]):
     def inflight(self) -> int:
         return len(self._inflight)
 
+    def entry(self, key: str) -> tuple[V, float] | None:
+        """(value, seconds it stays fresh) when fresh, else None."""
+        hit = self._entries.get(key)
+        if hit is not None and (left := hit[1] - self._clock.monotonic()) > 0:
+            return hit[0], left
+        return None
+
+    def put(self, key: str, value: V, expires: float) -> None:
+        self._entries.pop(key, None)
+        self._entries[key] = (value, expires)
+        if len(self._entries) > self._max:
+            self._prune()
+
     def peek(self, key: str) -> V | None:
         """The cached value when fresh, without a lookup (None otherwise)."""
         hit = self._entries.get(key)
@@ -126,10 +140,7 @@ class _Memo(Generic[V]):
 
     async def _fill(self, key: str, compute: Callable[[], Awaitable[tuple[V, float]]]) -> V:
         value, expires = await compute()
-        self._entries.pop(key, None)  # re-insert so dict order is age order
-        self._entries[key] = (value, expires)
-        if len(self._entries) > self._max:
-            self._prune()
+        self.put(key, value, expires)  # re-inserted: dict order is age order
         return value
 
     def _forget(self, key: str, task: asyncio.Task[V]) -> None:
@@ -213,6 +224,28 @@ class MxResolver:
         the worker's hot path, which then needs no task and no name parsing."""
         outcome = self._routes.peek(domain)
         return outcome if isinstance(outcome, Route) else None
+
+    def shared_name(self, domain: str) -> str | None:
+        """The name under which ``domain``'s answer is shared with other workers (None: a
+        domain literal or a malformed name, answered without DNS)."""
+        if domain.startswith("["):
+            return None
+        try:
+            return _ascii_domain(domain)
+        except DnsPermanent:
+            return None
+
+    def answer(self, name: str) -> tuple[Route | DnsError, float] | None:
+        """The cached outcome for a shared name and the seconds it stays fresh."""
+        return self._routes.entry(name)
+
+    def prime(self, name: str, outcome: Route | DnsError, ttl: float) -> Route | DnsError:
+        """Cache another worker's answer as if looked up here (equal MX preferences reshuffled)."""
+        expires = self._clock.monotonic() + ttl
+        if isinstance(outcome, Route):
+            outcome = replace(reshuffled(outcome, self._rng), expires=expires)
+        self._routes.put(name, outcome, expires)
+        return outcome
 
     async def route(self, domain: str) -> Route:
         """The delivery route for ``domain``; raises DnsTemporary or DnsPermanent."""

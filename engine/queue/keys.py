@@ -24,6 +24,8 @@ Layout (``ns`` is QueueConfig.namespace, ``J`` a job id, ``c`` a chunk number):
   {ns}:site:B:new        zset   connection id -> opened (ms): new connections in the last minute
   {ns}:site:B:log        stream every change of limits, with its cause
   {ns}:site:B:retry      zset   retry chunk "J:c" -> due (ms), for retry-now
+  {ns}:route:D           string msgpack MX route (or DNS failure) of domain D, TTL = the answer's
+  {ns}:route:D:busy      string worker token looking D up now (PX dns.timeout + 1 s)
 
 Scripts that walk several jobs (claim, reap, promote) build job keys from the
 namespace passed in ARGV: bulkmail targets one Redis (or a primary with
@@ -111,6 +113,9 @@ class Keys:
 
     def site_retry(self, bucket: str) -> str:
         return f"{self.ns}:site:{bucket}:retry"
+
+    def route(self, domain: str) -> str:
+        return f"{self.ns}:route:{domain}"
 
     def job_keys(self, job_id: str) -> list[str]:
         return [self.job(job_id), self.states(job_id), self.chunks(job_id), self.ready(job_id), self.events(job_id)]

@@ -29,6 +29,7 @@ NAMES = (
     "cancel_job",
     "pause_job",
     "quarantine",
+    "route_claim",
 )
 
 

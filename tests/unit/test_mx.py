@@ -16,6 +16,7 @@ from engine.mx import (
     normalize_name,
     order_addresses,
     order_mx,
+    reshuffled,
     site_key,
     without_private,
 )
@@ -176,3 +177,14 @@ def test_without_private_drops_private_addresses_and_empty_hosts() -> None:
 def test_normalize_name() -> None:
     assert normalize_name(" MX.Example.COM. ") == "mx.example.com"
     assert normalize_name(".") == ""
+
+
+def test_a_shared_route_gets_its_equal_preferences_reshuffled_and_keeps_its_order_of_preferences() -> None:
+    hosts = tuple(MxHost(f"mx{i}.a.test", 10 if i < 4 else 20, (f"192.0.2.{i}",)) for i in range(6))
+    route = Route("a.test", hosts, implicit=False, site="s", expires=5.0)
+    orders = {tuple(h.name for h in reshuffled(route, random.Random(seed)).hosts) for seed in range(30)}
+    assert len(orders) > 1
+    for order in orders:
+        assert set(order[:4]) == {f"mx{i}.a.test" for i in range(4)} and set(order[4:]) == {"mx4.a.test", "mx5.a.test"}
+    single = Route("b.test", (MxHost("mx.b.test", 10, ("192.0.2.9",)),), implicit=False, site="t", expires=1.0)
+    assert reshuffled(single, random.Random(1)) is single
