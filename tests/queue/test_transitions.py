@@ -296,3 +296,29 @@ async def test_done_is_refused_while_recipients_are_still_in_flight(redis_url: s
         (again,) = await store.claim("w2")
         assert len(again.records) == 2
         await assert_audit(store, job)
+
+
+async def test_a_retry_chunk_between_recipients_of_another_lease_leaves_their_states_alone(redis_url: str) -> None:
+    """claim and report read and write a chunk's states as one window: a retry chunk holding
+    every other index must not write back stale states of the recipients in between."""
+    async with open_store(redis_url, chunk_size=6) as (store, clock):
+        spec, rcpts = build(people(6, domains=1))
+        job = (await store.submit(spec, rcpts)).job_id
+        (chunk,) = await store.claim("w1")
+        evens, odds = chunk.records[0::2], chunk.records[1::2]
+        deferred = [Outcome(r.index, r.to, "deferred", 451, "4.3.0", "later", "mx.test") for r in evens]
+        retry = [RetryGroup("mx.test", [StoredRecipient(r.index, r.to, r.vars, 1) for r in evens], clock.wall() + 1)]
+        await store.report("w1", [ChunkReport(chunk.job_id, chunk.chunk, deferred, done=False, retry=retry)])
+        clock.advance(2)
+        assert (await store.promote())[0] == 1
+        (again,) = await store.claim("w2")  # the odd ones are still in flight under w1's lease
+        assert [r.index for r in again.records] == [r.index for r in evens]
+        await store.report("w2", [ChunkReport(again.job_id, again.chunk, [delivered(r) for r in again.records], done=True)])
+        states = await store.redis.get(store.keys.states(job))
+        assert states == b"DfDfDf"
+        await store.report("w1", [ChunkReport(chunk.job_id, chunk.chunk, [delivered(r, "bounced") for r in odds], done=True)])
+        assert await store.redis.get(store.keys.states(job)) == b"DbDbDb"
+        counts = await assert_audit(store, job)
+        assert (counts["delivered"], counts["bounced"], counts["in_flight"]) == (3, 3, 0)
+        status = await store.status(job)
+        assert status is not None and status["done"] is True

@@ -26,6 +26,44 @@ local function each_index(packed, fn)
   end
 end
 
+-- The state bytes of one chunk's recipients, read with one GETRANGE and written back with one
+-- SETRANGE when its indices lie close together (a submitted chunk's are contiguous), instead of
+-- two calls per recipient; scattered indices (a retry chunk) and indices outside the window use
+-- one call each. Scripts are atomic: other recipients' bytes inside the window are written back
+-- as they were read. flush() before anything else reads the states string.
+local MAX_WINDOW = 4000  -- bytes: string.byte/unpack stay far below Lua's C stack limit
+local function open_states(st, packed)
+  local lo, hi, n = nil, nil, 0
+  each_index(packed, function(idx)
+    n = n + 1
+    if lo == nil or idx < lo then lo = idx end
+    if hi == nil or idx > hi then hi = idx end
+  end)
+  local bytes, dirty = nil, false
+  if lo ~= nil and hi - lo < MAX_WINDOW and hi - lo < 4 * n + 64 then
+    local raw = redis.call('GETRANGE', st, lo, hi)
+    if #raw == hi - lo + 1 then bytes = {string.byte(raw, 1, -1)} end
+  end
+  local s = {}
+  function s.get(idx)
+    if bytes and idx >= lo and idx <= hi then return string.char(bytes[idx - lo + 1]) end
+    return redis.call('GETRANGE', st, idx, idx)
+  end
+  function s.set(idx, ch)
+    if bytes and idx >= lo and idx <= hi then
+      bytes[idx - lo + 1] = string.byte(ch)
+      dirty = true
+    else
+      redis.call('SETRANGE', st, idx, ch)
+    end
+  end
+  function s.flush()
+    if dirty then redis.call('SETRANGE', st, lo, string.char(unpack(bytes))) end
+    dirty = false
+  end
+  return s
+end
+
 local function split_chunk_key(ckey)
   local sep = string.find(ckey, ':', 1, true)
   return string.sub(ckey, 1, sep - 1), string.sub(ckey, sep + 1)
@@ -55,16 +93,19 @@ local function unlease_chunk(ns, job_id, c, fresh_state)
   local st = jkey .. ':st'
   local delta = {}
   local n = 0
-  each_index(redis.call('HGET', jkey .. ':ck', c .. '#'), function(idx)
-    local cur = redis.call('GETRANGE', st, idx, idx)
+  local packed = redis.call('HGET', jkey .. ':ck', c .. '#')
+  local states = open_states(st, packed)
+  each_index(packed, function(idx)
+    local cur = states.get(idx)
     if cur == 'f' or cur == 'F' then
       local new = (cur == 'F') and 'Q' or fresh_state
-      redis.call('SETRANGE', st, idx, new)
+      states.set(idx, new)
       bump(delta, cur, -1)
       bump(delta, new, 1)
       n = n + 1
     end
   end)
+  states.flush()
   apply_counts(jkey, delta)
   return n
 end

@@ -41,11 +41,12 @@ local function claim_chunk(job_id, c)
   local st = jkey .. ':st'
   local flags = {}
   local delta = {}
+  local states = open_states(st, packed)
   each_index(packed, function(idx)
-    local cur = redis.call('GETRANGE', st, idx, idx)
+    local cur = states.get(idx)
     if cur == 'q' or cur == 'Q' then
       local new = (cur == 'Q') and 'F' or 'f'
-      redis.call('SETRANGE', st, idx, new)
+      states.set(idx, new)
       bump(delta, cur, -1)
       bump(delta, new, 1)
       flags[#flags + 1] = (cur == 'Q') and '2' or '1'
@@ -53,6 +54,7 @@ local function claim_chunk(job_id, c)
       flags[#flags + 1] = '0'
     end
   end)
+  states.flush()
   apply_counts(jkey, delta)
   redis.call('ZADD', KEYS[3], now + lease_ms, ckey)
   redis.call('HSET', KEYS[4], ckey, token)

@@ -19,10 +19,10 @@ local reports = cmsgpack.unpack(ARGV[6])
 local applied = 0
 local result = {0}
 
-local function all_settled(st, packed)
+local function all_settled(states, packed)
   local settled = true
   each_index(packed, function(idx)
-    local cur = redis.call('GETRANGE', st, idx, idx)
+    local cur = states.get(idx)
     if cur == 'f' or cur == 'F' then settled = false end
   end)
   return settled
@@ -37,13 +37,15 @@ for _, r in ipairs(reports) do
     local jkey = ns .. ':job:' .. job_id
     local st = jkey .. ':st'
     local cancelled = redis.call('HGET', jkey, 'state') == 'cancelled'
+    local packed = redis.call('HGET', jkey .. ':ck', c .. '#')
+    local states = open_states(st, packed)
     local delta = {}
     for _, o in ipairs(outcomes) do
       local idx, new, status = o[1], o[2], o[4]
-      local cur = redis.call('GETRANGE', st, idx, idx)
+      local cur = states.get(idx)
       if cur == 'f' or cur == 'F' then
         if new == 'd' and cancelled then new, status = 'c', 'cancelled' end
-        redis.call('SETRANGE', st, idx, new)
+        states.set(idx, new)
         bump(delta, cur, -1)
         bump(delta, new, 1)
         applied = applied + 1
@@ -62,7 +64,7 @@ for _, r in ipairs(reports) do
       local want = requeue and 'q' or 'd'
       local waiting = false
       each_index(group[2], function(idx)
-        if redis.call('GETRANGE', st, idx, idx) == want then waiting = true end
+        if states.get(idx) == want then waiting = true end
       end)
       if waiting then
         local nc = redis.call('HINCRBY', jkey, 'nchunks', 1)
@@ -80,7 +82,8 @@ for _, r in ipairs(reports) do
     end
     -- A chunk is dropped only when none of its recipients is still in flight:
     -- a worker bug cannot make a recipient vanish, the lease just runs out.
-    if done == 1 and all_settled(st, redis.call('HGET', jkey .. ':ck', c .. '#')) then
+    states.flush()
+    if done == 1 and all_settled(states, packed) then
       redis.call('HDEL', jkey .. ':ck', c, c .. '#')
       redis.call('ZREM', KEYS[2], ckey)
       redis.call('HDEL', KEYS[1], ckey)
