@@ -26,7 +26,7 @@ from engine.queue.connect import resolve_url
 from engine.queue.durability import probe, probe_url, redact
 from engine.queue.embedded import stop_embedded
 from workers import control
-from workers.bounces import add_bounce_commands, add_suppress_commands
+from workers.bounce_commands import add_bounce_commands, add_suppress_commands
 from workers.progress import ProgressLine
 
 EXIT_FAIL, EXIT_INPUT, EXIT_REDIS, EXIT_NOT_FOUND = 1, 2, 3, 4

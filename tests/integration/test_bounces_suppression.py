@@ -20,7 +20,7 @@ from engine.net.smtp_protocol import SmtpSession
 from engine.queue.suppression import Suppressed, SuppressionList, read_csv
 from engine.smtp import Envelope, Transaction
 from tests.support.clock import ManualClock
-from workers.bounces import add_bounce_commands, add_suppress_commands
+from workers.bounce_commands import add_bounce_commands, add_suppress_commands
 
 CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "bounces"
 
