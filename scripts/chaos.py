@@ -42,6 +42,7 @@ import redis  # noqa: E402
 
 from engine.queue.embedded import RedisProcess  # noqa: E402
 from engine.queue.keys import Keys  # noqa: E402
+from engine.queue.store import event_dict  # noqa: E402
 from tests.support.dns_server import DnsServer  # noqa: E402
 from tests.support.ports import free_port  # noqa: E402
 from tests.support.postfix import SinkOptions, SmtpSinkProcess  # noqa: E402
@@ -205,9 +206,9 @@ def fault_round(fault: str, rng: random.Random, serve: Serve, server: RedisProce
     return victim, time.monotonic() + held
 
 
-def events(url: str) -> list[dict[str, str]]:
+def events(url: str) -> list[dict[str, Any]]:
     client = redis.Redis.from_url(url, decode_responses=True)
-    found: list[dict[str, str]] = []
+    found: list[dict[str, Any]] = []
     last = "-"
     try:
         while True:
@@ -216,7 +217,7 @@ def events(url: str) -> list[dict[str, str]]:
                 batch = batch[1:]
             if not batch:
                 return found
-            found += [fields for _, fields in batch]
+            found += [event_dict("chaos", entry_id, fields) for entry_id, fields in batch]
             last = batch[-1][0]
     finally:
         client.close()
@@ -226,8 +227,8 @@ def verify(args: argparse.Namespace, url: str, sinks: list[SmtpSinkProcess]) -> 
     expected = {f"r{i}@d{i % args.domains}.chaos.test" for i in range(args.recipients)}
     received = Counter(r for sink in sinks for txn in sink.transactions() for r in txn.recipients)
     evs = events(url)
-    flagged = {e["r"] for e in evs if e.get("d") == "1"}
-    delivered_events = {e["r"] for e in evs if e.get("s") == "delivered"}
+    flagged = {e["rcpt"] for e in evs if e["possible_duplicate"]}
+    delivered_events = {e["rcpt"] for e in evs if e["status"] == "delivered"}
     client = redis.Redis.from_url(url, decode_responses=True)
     try:
         raw_states: Any = client.get(KEYS.states("chaos"))

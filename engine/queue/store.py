@@ -304,10 +304,19 @@ class QueueStore:
         return bytes(raw or b"")
 
 
-def event_dict(job_id: str, entry_id: bytes, fields: dict[bytes, bytes]) -> dict[str, Any]:
-    f = {key.decode(): value.decode("utf-8", "replace") for key, value in fields.items()}
+EVENT_FIELDS = ("s", "c", "e", "m", "a", "ts", "d", "k", "f", "t")  # the order of report.lua's 'x' field
+
+
+def event_dict(job_id: str, entry_id: bytes | str, fields: dict[bytes, bytes] | dict[str, str]) -> dict[str, Any]:
+    """An event as the API gives it, from an attempt's compact entry (``r`` and ``x``, written by
+    report.lua) or an entry with one field per value (asynchronous bounces, earlier versions)."""
+    f = {_text(key): _text(value) for key, value in fields.items()}
+    packed = f.pop("x", None)
+    if packed is not None:
+        f.update(zip(EVENT_FIELDS, packed.split("|", len(EVENT_FIELDS) - 1), strict=False))
+        f = {key: value for key, value in f.items() if value != "" and (key != "d" or value == "1")}
     return {
-        "id": entry_id.decode(),
+        "id": _text(entry_id),
         "job": job_id,
         "rcpt": f.get("r", ""),
         "status": f.get("s", ""),
@@ -323,3 +332,7 @@ def event_dict(job_id: str, entry_id: bytes, fields: dict[bytes, bytes]) -> dict
         "source": f.get("src", "smtp"),  # smtp (an attempt), async (a later DSN), arf (a complaint)
         **({"verified": f.get("v") == "1", "applied": f.get("ap") == "1"} if "src" in f else {}),
     }
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
