@@ -97,6 +97,7 @@ class WorkerLoop:
         self.counters = Counters()
         self._capacity = asyncio.Event()
         self._stopping = asyncio.Event()
+        self._closing = False  # run() is ending: the background loops leave at their next turn
         self._routing: set[asyncio.Task[None]] = set()
         self._background: list[asyncio.Task[None]] = []
         self._date_second = -1
@@ -148,9 +149,19 @@ class WorkerLoop:
             await asyncio.gather(*(self._claim_loop(lane) for lane in self.lanes))
             await self.drain()
         finally:
-            for task in background:
-                task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
+            await self._close(background)
+
+    async def _close(self, background: list[asyncio.Task[None]]) -> None:
+        """End the background loops. Each also checks ``_closing`` at the top of its loop, because
+        a cancel can be lost: on Python 3.11 ``asyncio.wait_for`` returns the result instead of
+        raising when the cancel lands while its inner task is finishing (CPython gh-86296, fixed
+        in 3.12), and redis-py sends every command through ``wait_for`` (socket_timeout). A loop
+        caught there carried on, and ``run()`` never returned."""
+        self._closing = True
+        self.reporter.close()
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -194,7 +205,7 @@ class WorkerLoop:
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
     async def _heartbeat(self) -> None:
-        while True:
+        while not self._closing:
             await asyncio.sleep(self.config.queue.heartbeat)
             try:
                 lost = await self.store.heartbeat(self.token, list(self.reporter.held))
@@ -210,7 +221,7 @@ class WorkerLoop:
 
     async def _site_sync(self) -> None:
         """Send deliveries and slow-down signals, bring back fleet-wide limits, renew slots."""
-        while True:
+        while not self._closing:
             await asyncio.sleep(SITE_SYNC)
             try:
                 for site in list(self.sites.values()):
@@ -227,7 +238,7 @@ class WorkerLoop:
     async def _watch_jobs(self) -> None:
         """A job paused or cancelled while its mail waits here: hand it back / cancel it now,
         instead of sending a whole window of it first."""
-        while True:
+        while not self._closing:
             await asyncio.sleep(JOB_WATCH)
             waiting = {unit.job.job_id for site in self.sites.values() for unit in site.queue}
             if not waiting:
@@ -248,7 +259,7 @@ class WorkerLoop:
 
     async def _maintenance(self) -> None:
         loop = asyncio.get_running_loop()
-        while True:
+        while not self._closing:
             await asyncio.sleep(self.config.queue.reap_interval)
             self.pools.sweep(loop.time())
             try:

@@ -46,6 +46,7 @@ class Reporter:
         self.failures = 0
         self.suppression = suppression
         self._suppress: list[Suppressed] = []
+        self._closed = False
 
     def hold(self, held: Held) -> None:
         self.held[held.key] = held
@@ -99,9 +100,14 @@ class Reporter:
     def unreported(self) -> int:
         return self._unreported
 
+    def close(self) -> None:
+        """``run()`` returns at its next turn even if the cancel that ends it is lost (workers/loop.py)."""
+        self._closed = True
+        self._wake.set()
+
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        while True:
+        while not self._closed:
             # a timer that sets the event, not wait_for: that costs a task and a cancel per tick
             timer = loop.call_later(self.config.report_interval, self._wake.set)
             await self._wake.wait()

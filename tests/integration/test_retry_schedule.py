@@ -3,7 +3,6 @@ ManualClock: the test moves time; nothing waits for minutes."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
 from redis.asyncio import Redis
@@ -17,6 +16,7 @@ from tests.support.clock import ManualClock
 from tests.support.dns_server import DnsServer
 from tests.support.sinks import RecordingSink
 from tests.support.waiting import async_wait_until
+from tests.support.workers import running_worker
 from workers.loop import WorkerLoop
 
 
@@ -38,7 +38,6 @@ async def test_deferred_recipient_retried_on_schedule_then_expired_at_max_age(
     spec, rcpts = build(["slow@retry.test", "fine@retry.test"], max_age=1000)
     job = (await store.submit(spec, rcpts)).job_id
     worker = WorkerLoop(config, store, blocking, MxResolver(config.dns, clock), clock, "test-worker")
-    running = asyncio.create_task(worker.run())
 
     async def slow_events() -> list[dict[str, object]]:
         return [e for e in await store.events(job) if e["rcpt"] == "slow@retry.test"]
@@ -48,29 +47,28 @@ async def test_deferred_recipient_retried_on_schedule_then_expired_at_max_age(
         await async_wait_until(lambda: _true(worker.counters.maintenance_runs >= start + cycles), 10)
 
     try:
-        first = await async_wait_until(slow_events, 10, what="the first attempt")
-        assert [(e["status"], e["attempt"], e["code"]) for e in first] == [("deferred", 1, 451)]
-        assert len(sink.messages) == 1  # fine@ delivered at once
-        clock.advance(299)  # the first retry is due 300 s after the first attempt
-        await quiet_for(5)
-        assert len(await slow_events()) == 1
-        clock.advance(2)
-        second = await async_wait_until(lambda: _at_least(slow_events, 2), 10, what="the retry")
-        assert [(e["status"], e["attempt"]) for e in second] == [("deferred", 1), ("deferred", 2)]
-        clock.advance(599)  # then 600 s
-        await quiet_for(5)
-        assert len(await slow_events()) == 2
-        clock.advance(2)
-        # the third attempt fails too, and another 1200 s would pass max_age (1000 s): expired
-        third = await async_wait_until(lambda: _at_least(slow_events, 3), 10, what="the last attempt")
-        assert (third[-1]["status"], third[-1]["attempt"], third[-1]["code"]) == ("expired", 3, 451)
-        status = await store.status(job)
-        assert status is not None and status["done"] is True
-        assert (status["delivered"], status["expired"], status["deferred"]) == (1, 1, 0)
-        assert await redis.zcard(store.keys.retry) == 0
+        async with running_worker(worker):
+            first = await async_wait_until(slow_events, 10, what="the first attempt")
+            assert [(e["status"], e["attempt"], e["code"]) for e in first] == [("deferred", 1, 451)]
+            assert len(sink.messages) == 1  # fine@ delivered at once
+            clock.advance(299)  # the first retry is due 300 s after the first attempt
+            await quiet_for(5)
+            assert len(await slow_events()) == 1
+            clock.advance(2)
+            second = await async_wait_until(lambda: _at_least(slow_events, 2), 10, what="the retry")
+            assert [(e["status"], e["attempt"]) for e in second] == [("deferred", 1), ("deferred", 2)]
+            clock.advance(599)  # then 600 s
+            await quiet_for(5)
+            assert len(await slow_events()) == 2
+            clock.advance(2)
+            # the third attempt fails too, and another 1200 s would pass max_age (1000 s): expired
+            third = await async_wait_until(lambda: _at_least(slow_events, 3), 10, what="the last attempt")
+            assert (third[-1]["status"], third[-1]["attempt"], third[-1]["code"]) == ("expired", 3, 451)
+            status = await store.status(job)
+            assert status is not None and status["done"] is True
+            assert (status["delivered"], status["expired"], status["deferred"]) == (1, 1, 0)
+            assert await redis.zcard(store.keys.retry) == 0
     finally:
-        worker.stop()
-        await asyncio.wait_for(running, 30)
         await redis.aclose()
         await blocking.aclose()
 
