@@ -76,7 +76,7 @@ class WorkerLoop:
         self.token = token
         self.outstanding = 0
         self.suppression = SuppressionList(store.redis, config.queue.namespace, clock)
-        self.reporter = Reporter(store, token, config.queue, clock, self._settled, self.suppression)
+        self.reporter = Reporter(store, config.queue, clock, self._settled, self.suppression)
         self.settler = Settler(self.reporter, config.retry, clock, rng or random.Random())
         smtp = config.smtp
         self.pools = HostPools(smtp.max_conns_per_mx)
@@ -207,17 +207,17 @@ class WorkerLoop:
     async def _heartbeat(self) -> None:
         while not self._closing:
             await asyncio.sleep(self.config.queue.heartbeat)
+            sent = list(self.reporter.held.values())
             try:
-                lost = await self.store.heartbeat(self.token, list(self.reporter.held))
+                lost = set(await self.store.heartbeat(self.token, [held.claimed for held in sent]))
             except QueueError as exc:
                 log.warning("heartbeat failed: %s", exc)
                 continue
-            for key in lost:
-                held = self.reporter.held.get(key)
-                if held is None or held.remaining == 0:
+            for held in sent:
+                if held.key not in lost or held.remaining == 0:
                     continue  # finished while the heartbeat was on its way: not a loss
-                log.warning("lease on %s lost to another worker", key)
-                self.reporter.forget(key)
+                log.warning("lease on %s lost", held.key)
+                self.reporter.forget(held)
 
     async def _site_sync(self) -> None:
         """Send deliveries and slow-down signals, bring back fleet-wide limits, renew slots."""
@@ -296,7 +296,7 @@ class WorkerLoop:
             # A job we cannot read (corrupt template, missing meta) must not be held forever:
             # stop renewing its lease; after queue.max_claims such leases it is quarantined.
             log.exception("chunk %s cannot be worked on; its lease will lapse", chunk.key)
-            self.reporter.forget(chunk.key)
+            self.reporter.forget(held)
             return
         self._split(job, chunk, held, await self._suppressed(job, chunk))
 
@@ -351,10 +351,10 @@ class WorkerLoop:
         """A chunk no worker can send (its job's template is unreadable): quarantined with its
         reason on the first claim, instead of after max_claims lapsed leases."""
         log.error("chunk %s quarantined: %s", held.key, reason)
-        self.reporter.forget(held.key)
+        self.reporter.forget(held)
         while not self._stopping.is_set():
             try:
-                await self.store.quarantine(self.token, held.key, reason)
+                await self.store.quarantine(held.claimed, reason)
                 return
             except QueueError as exc:  # Redis down: retry; if we stop first, the lease runs out
                 log.warning("cannot quarantine %s yet: %s", held.key, exc)
@@ -413,7 +413,7 @@ class WorkerLoop:
             if await self.reporter.flush() and not self.reporter.unreported:
                 break
         try:
-            await self.store.release(self.token, list(self.reporter.held))
+            await self.store.release([held.claimed for held in self.reporter.held.values()])
         except QueueError as exc:
             log.warning("could not release leases (they expire by themselves): %s", exc)
         await self.pools.close_all()

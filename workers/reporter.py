@@ -28,14 +28,12 @@ class Reporter:
     def __init__(
         self,
         store: QueueStore,
-        token: str,
         config: QueueConfig,
         clock: Clock,
         on_settled: Callable[[int], None],
         suppression: SuppressionList | None = None,
     ) -> None:
         self.store = store
-        self.token = token
         self.config = config
         self.clock = clock
         self.held: dict[str, Held] = {}
@@ -49,6 +47,14 @@ class Reporter:
         self._closed = False
 
     def hold(self, held: Held) -> None:
+        earlier = self.held.get(held.key)
+        if earlier is not None:
+            # Our lease on this chunk ran out and was reaped (Redis was down past it, say) and we
+            # claimed the chunk again: the earlier lease is lost like any other. Its outcomes must
+            # not be reported, or an unflagged one would stand for a recipient the new lease
+            # sends again (claimed as a possible duplicate).
+            log.warning("claimed chunk %s again after losing its lease; the lost lease's results are void", held.key)
+            self.forget(earlier)
         self.held[held.key] = held
         if held.remaining == 0:
             self._dirty[held.key] = held  # nothing to send: release the chunk at once
@@ -88,13 +94,19 @@ class Reporter:
             log.warning("cannot record %d suppressions yet: %s", len(entries), exc)
             self._suppress = entries + self._suppress
 
-    def forget(self, key: str) -> None:
-        """Our lease on this chunk is gone; whatever we still hold for it is void."""
-        held = self.held.pop(key, None)
-        if held is not None and not held.lost:
-            held.lost = True
-            self._dirty.pop(key, None)
-            self._on_settled(held.remaining)
+    def forget(self, held: Held) -> None:
+        """Our lease on this chunk is gone; whatever we still hold for it is void. (By the lease,
+        not the chunk key: the key may be held again under a newer lease of ours.)"""
+        if held.lost:
+            return
+        held.lost = True
+        if self.held.get(held.key) is held:
+            del self.held[held.key]
+        if self._dirty.get(held.key) is held:
+            del self._dirty[held.key]
+        self._unreported -= len(held.pending)  # a flush on its way skips a lost chunk's count
+        held.pending.clear()
+        self._on_settled(held.remaining)
 
     @property
     def unreported(self) -> int:
@@ -126,11 +138,11 @@ class Reporter:
         for h in batch:
             h.retry = {}
         reports = [
-            ChunkReport(h.claimed.job_id, h.claimed.chunk, h.pending[:n], done=h.remaining == 0, retry=list(groups.values()))
+            ChunkReport(h.claimed, h.pending[:n], done=h.remaining == 0, retry=list(groups.values()))
             for h, n, groups in taken
         ]
         try:
-            _, stale = await self.store.report(self.token, reports)
+            _, stale = await self.store.report(reports)
         except QueueError as exc:
             self.failures += 1
             log.warning("cannot report %d chunks (attempt %d): %s", len(batch), self.failures, exc)
@@ -147,11 +159,15 @@ class Reporter:
             return False
         self.failures = 0
         for h, n, _ in taken:
+            if h.lost:  # forgotten while the report was on its way: forget() counted it
+                continue
             del h.pending[:n]
             self._unreported -= n
-            if h.remaining == 0 and not h.pending:
-                self.held.pop(h.key, None)
-        for key in stale:
-            log.warning("lease on chunk %s was lost; its results were not recorded", key)
-            self.forget(key)
+            if h.remaining == 0 and not h.pending and self.held.get(h.key) is h:
+                del self.held[h.key]
+        lost = set(stale)
+        for h, _, _ in taken:
+            if h.key in lost:
+                log.warning("lease on chunk %s was lost; its results were not recorded", h.key)
+                self.forget(h)
         return True

@@ -11,7 +11,7 @@ Layout (``ns`` is QueueConfig.namespace, ``J`` a job id, ``c`` a chunk number):
   {ns}:lane:tx           list   transactional job ids with ready chunks (round robin)
   {ns}:lane:bulk         list   bulk job ids with ready chunks (round robin)
   {ns}:lease             zset   "J:c" -> lease expiry (ms)
-  {ns}:owner             hash   "J:c" -> worker token holding the lease
+  {ns}:owner             hash   "J:c" -> the lease: "worker token/claim number" (new every claim)
   {ns}:claims            hash   "J:c" -> times claimed (poison detection)
   {ns}:retry             zset   "J:c" -> due time (ms) of a retry chunk
   {ns}:quarantine        hash   "J:c" -> reason

@@ -7,6 +7,7 @@ redis-py errors into engine.errors at this one edge.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -41,6 +42,10 @@ class ClaimedChunk:
     chunk: str
     records: list[StoredRecipient]  # only the recipients to attempt
     duplicates: frozenset[int]  # indices that may have been attempted before (lost lease)
+    # This lease's owner value in Redis, "worker token/claim number": reports, heartbeats and
+    # releases compare it, so a lease that ran out is stale even for a worker that claimed the
+    # same chunk again since (its outcomes would overwrite the new lease's flagged ones).
+    lease: str
 
     @property
     def key(self) -> str:
@@ -59,8 +64,7 @@ class RetryGroup:
 
 @dataclass(slots=True)
 class ChunkReport:
-    job_id: str
-    chunk: str
+    lease: ClaimedChunk  # the lease the outcomes were decided under
     outcomes: list[Outcome]
     done: bool = False
     retry: list[RetryGroup] = field(default_factory=list)
@@ -80,6 +84,10 @@ def _ms(seconds: float) -> int:
     return int(seconds * 1000)
 
 
+def _lease_pairs(chunks: Sequence[ClaimedChunk]) -> list[str]:
+    return [value for chunk in chunks for value in (chunk.key, chunk.lease)]
+
+
 class QueueStore:
     def __init__(self, redis: Redis, config: QueueConfig, clock: Clock) -> None:
         self.redis = redis
@@ -88,6 +96,7 @@ class QueueStore:
         self.keys = Keys(config.namespace)
         self.scripts = Scripts(redis)
         self.durability: Durability | None = None  # probed at the first submit
+        self._claims = itertools.count(1)  # numbers this store's leases (see ClaimedChunk.lease)
 
     async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
         try:
@@ -116,13 +125,14 @@ class QueueStore:
     ) -> list[ClaimedChunk]:
         """Lease chunks, transactional lane first; ``lanes`` narrows to some lanes."""
         k = self.keys
+        lease = f"{token}/{next(self._claims)}"
         wanted = [k.lane(lane) if lane in lanes else k.lane(lane) + ":none" for lane in ("transactional", "bulk")]
         flat = await self._run(
             "claim",
             [*wanted, k.lease, k.owner, k.claims, k.quarantine],
             [
                 k.ns,
-                token,
+                lease,
                 _ms(self.clock.wall()),
                 _ms(self.config.lease),
                 max_chunks or self.config.claim_chunks,
@@ -137,21 +147,23 @@ class QueueStore:
                 if len(records) != len(flags):
                     raise CorruptData(f"corrupt chunk record: {len(records)} records for {len(flags)} recipients")
             except CorruptData as exc:
-                await self.quarantine(token, f"{job_id}:{chunk}", str(exc))
+                await self.quarantine(ClaimedChunk(job_id, chunk, [], frozenset(), lease), str(exc))
                 continue
             keep = [r for r, f in zip(records, flags, strict=True) if f != "0"]
             dups = frozenset(r.index for r, f in zip(records, flags, strict=True) if f == "2")
-            chunks.append(ClaimedChunk(job_id, chunk, keep, dups))
+            chunks.append(ClaimedChunk(job_id, chunk, keep, dups, lease))
         return chunks
 
-    async def quarantine(self, token: str, chunk_key: str, reason: str) -> int:
+    async def quarantine(self, chunk: ClaimedChunk, reason: str) -> int:
         """Take a leased chunk out of circulation with its reason; its recipients stay queued.
-        Returns how many were in flight, or -1 when the lease is not ours."""
+        Returns how many were in flight, or -1 when the lease is not ours (any more)."""
         k = self.keys
-        return int(await self._run("quarantine", [k.lease, k.owner, k.quarantine], [k.ns, token, chunk_key, reason]))
+        return int(await self._run(
+            "quarantine", [k.lease, k.owner, k.quarantine], [k.ns, chunk.lease, chunk.key, reason]
+        ))  # fmt: skip
 
-    async def report(self, token: str, reports: Sequence[ChunkReport]) -> tuple[int, list[str]]:
-        """Returns (outcomes applied, chunk keys whose lease this worker lost)."""
+    async def report(self, reports: Sequence[ChunkReport]) -> tuple[int, list[str]]:
+        """Returns (outcomes applied, chunk keys of the reports whose lease was lost)."""
         payload: list[list[Any]] = []
         for r in reports:
             outcomes = [
@@ -164,14 +176,14 @@ class QueueStore:
                 if group.records:
                     blob, packed = encode_chunk(group.records)
                     retry.append([blob, packed, _ms(group.retry_at), group.bucket, "q" if group.requeue else "r"])
-            payload.append([r.job_id, r.chunk, 1 if r.done else 0, outcomes, retry])
+            lease = r.lease
+            payload.append([lease.job_id, lease.chunk, 1 if r.done else 0, outcomes, retry, lease.lease])
         k = self.keys
         result = await self._run(
             "report",
             [k.owner, k.lease, k.claims, k.retry],
             [
                 k.ns,
-                token,
                 _ms(self.clock.wall()),
                 "1" if self.config.events else "0",
                 self.config.events_maxlen,
@@ -180,20 +192,21 @@ class QueueStore:
         )
         return int(result[0]), [key.decode() for key in result[1:]]
 
-    async def heartbeat(self, token: str, chunk_keys: Sequence[str]) -> list[str]:
+    async def heartbeat(self, token: str, chunks: Sequence[ClaimedChunk]) -> list[str]:
+        """Renew the leases of ``chunks`` still held; returns the chunk keys of those lost."""
         k = self.keys
         lost = await self._run(
             "heartbeat",
             [k.owner, k.lease, k.workers, k.claims],
-            [token, _ms(self.clock.wall()), _ms(self.config.lease), *chunk_keys],
+            [token, _ms(self.clock.wall()), _ms(self.config.lease), *_lease_pairs(chunks)],
         )
         return [key.decode() for key in lost]
 
-    async def release(self, token: str, chunk_keys: Sequence[str]) -> int:
-        if not chunk_keys:
+    async def release(self, chunks: Sequence[ClaimedChunk]) -> int:
+        if not chunks:
             return 0
         k = self.keys
-        return int(await self._run("release", [k.lease, k.owner, k.claims], [k.ns, token, *chunk_keys]))
+        return int(await self._run("release", [k.lease, k.owner, k.claims], [k.ns, *_lease_pairs(chunks)]))
 
     async def reap(self, limit: int = 200) -> int:
         k = self.keys

@@ -56,7 +56,7 @@ async def running(redis_url: str) -> AsyncIterator[Setup]:
     job = (await store.submit(spec, rcpts)).job_id
     (chunk,) = await store.claim("w1")
     outcomes = [Outcome(x.index, x.to, "delivered", 250, "2.0.0", "queued", "mx.test") for x in chunk.records]
-    await store.report("w1", [ChunkReport(chunk.job_id, chunk.chunk, outcomes, done=True)])
+    await store.report([ChunkReport(chunk, outcomes, done=True)])
     port = free_port(HOST)
     config = replace(CONFIG, listen=f"{HOST}:{port}")
     stop = asyncio.Event()

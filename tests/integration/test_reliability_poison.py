@@ -45,8 +45,8 @@ async def test_quarantine_script_takes_a_leased_chunk_out_and_leaves_its_recipie
         spec, rcpts = build(people(8), id="poison")
         await store.submit(spec, rcpts)
         first, second = await store.claim("w1", max_chunks=2)
-        args = [k.ns, "w1", first.key, "corrupt chunk record: test"]
-        assert await script(keys=[k.lease, k.owner, k.quarantine], args=[k.ns, "w2", *args[2:]]) == -1
+        args = [k.ns, first.lease, first.key, "corrupt chunk record: test"]
+        assert await script(keys=[k.lease, k.owner, k.quarantine], args=[k.ns, "w2/1", *args[2:]]) == -1
         assert await script(keys=[k.lease, k.owner, k.quarantine], args=args) == 4
         assert (await audit_job(store, "poison")).ok
         status = await store.status("poison")
@@ -88,7 +88,7 @@ async def test_a_healthy_chunk_whose_workers_keep_dying_is_not_quarantined(redis
         for attempt in range(5):
             (chunk,) = await store.claim(f"w{attempt}")
             clock.advance(10)  # the worker is alive: its heartbeat renews the lease ...
-            assert await store.heartbeat(f"w{attempt}", [chunk.key]) == []
+            assert await store.heartbeat(f"w{attempt}", [chunk]) == []
             clock.advance(16)  # ... then it is killed for reasons of its own, and the lease runs out
             assert await store.reap() == 1
         assert await client.hgetall(store.keys.quarantine) == {}

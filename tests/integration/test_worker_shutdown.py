@@ -71,16 +71,16 @@ async def test_run_returns_after_stop_when_a_background_loop_loses_its_cancel(
 
 async def test_reporter_run_returns_after_close_when_its_cancel_is_lost() -> None:
     class Store:
-        async def report(self, token: str, reports: list[Any]) -> tuple[int, list[str]]:
+        async def report(self, reports: list[Any]) -> tuple[int, list[str]]:
             return len(reports), []
 
     store = Store()
     losing = LosesOneCancel(store.report)
     store.report = losing  # type: ignore[method-assign]
-    reporter = Reporter(store, "test-worker", QueueConfig(), ManualClock(), lambda _: None)  # type: ignore[arg-type]
+    reporter = Reporter(store, QueueConfig(), ManualClock(), lambda _: None)  # type: ignore[arg-type]
     task = asyncio.create_task(reporter.run())
     try:
-        reporter.hold(Held(ClaimedChunk("job", "0", [], frozenset()), remaining=0))  # wakes run() to report it
+        reporter.hold(Held(ClaimedChunk("job", "0", [], frozenset(), "test-worker/1"), remaining=0))  # wakes run() to report it
         async with asyncio.timeout(10):
             await losing.entered.wait()
         reporter.close()

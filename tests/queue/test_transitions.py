@@ -136,9 +136,9 @@ async def test_claim_report_delivers_and_finishes(redis_url: str) -> None:
         counts = await assert_audit(store, job)
         assert counts["in_flight"] == 8 and counts["queued"] == 0
         reports = [
-            ChunkReport(c.job_id, c.chunk, [delivered(r) for r in c.records], done=True) for c in chunks
+            ChunkReport(c, [delivered(r) for r in c.records], done=True) for c in chunks
         ]
-        applied, stale = await store.report("w1", reports)
+        applied, stale = await store.report(reports)
         assert applied == 8 and stale == []
         counts = await assert_audit(store, job)
         assert counts["delivered"] == 8
@@ -157,9 +157,9 @@ async def test_replayed_report_changes_nothing(redis_url: str) -> None:
         spec, rcpts = build(people(4))
         job = (await store.submit(spec, rcpts)).job_id
         (chunk,) = await store.claim("w1")
-        report = ChunkReport(chunk.job_id, chunk.chunk, [delivered(r) for r in chunk.records], done=False)
-        assert (await store.report("w1", [report]))[0] == 4
-        assert (await store.report("w1", [report]))[0] == 0  # response lost, report sent again
+        report = ChunkReport(chunk, [delivered(r) for r in chunk.records], done=False)
+        assert (await store.report([report]))[0] == 4
+        assert (await store.report([report]))[0] == 0  # response lost, report sent again
         assert len(await store.events(job)) == 4
         await assert_audit(store, job)
 
@@ -174,8 +174,8 @@ async def test_deferred_recipients_get_a_retry_chunk_promoted_when_due(redis_url
         outcomes += [Outcome(c.index, c.to, "deferred", 421, "4.7.0", "slow down", "mx.test"), delivered(d, "bounced")]
         retry = [StoredRecipient(r.index, r.to, r.vars, r.attempts + 1) for r in (b, c)]
         groups = [RetryGroup("mx.test", retry, clock.wall() + 300)]
-        report = ChunkReport(chunk.job_id, chunk.chunk, outcomes, done=True, retry=groups)
-        await store.report("w1", [report])
+        report = ChunkReport(chunk, outcomes, done=True, retry=groups)
+        await store.report([report])
         counts = await assert_audit(store, job)
         assert (counts["delivered"], counts["bounced"], counts["deferred"]) == (1, 1, 2)
         status = await store.status(job)
@@ -197,7 +197,7 @@ async def test_lost_lease_is_reaped_and_flagged_as_possible_duplicate(redis_url:
         (chunk,) = await store.claim("dead-worker")
         # the worker reported one recipient, then died
         first = chunk.records[0]
-        await store.report("dead-worker", [ChunkReport(job, chunk.chunk, [delivered(first)])])
+        await store.report([ChunkReport(chunk, [delivered(first)])])
         assert await store.reap() == 0  # lease still valid
         clock.advance(16)
         assert await store.reap() == 1
@@ -207,10 +207,10 @@ async def test_lost_lease_is_reaped_and_flagged_as_possible_duplicate(redis_url:
         assert [r.index for r in again.records] == [r.index for r in chunk.records[1:]]
         assert again.duplicates == {r.index for r in chunk.records[1:]}
         # the dead worker comes back (SIGCONT) and reports: refused, the new owner's result stands
-        late = ChunkReport(job, chunk.chunk, [Outcome(r.index, r.to, "bounced", 550) for r in chunk.records[1:]])
-        applied, stale = await store.report("dead-worker", [late])
+        late = ChunkReport(chunk, [Outcome(r.index, r.to, "bounced", 550) for r in chunk.records[1:]])
+        applied, stale = await store.report([late])
         assert applied == 0 and stale == [again.key]
-        await store.report("w2", [ChunkReport(job, again.chunk, [delivered(r) for r in again.records], done=True)])
+        await store.report([ChunkReport(again, [delivered(r) for r in again.records], done=True)])
         counts = await assert_audit(store, job)
         assert counts["delivered"] == 4
 
@@ -221,13 +221,13 @@ async def test_heartbeat_keeps_the_lease_and_reports_lost_ones(redis_url: str) -
         await store.submit(spec, rcpts)
         c1, c2 = await store.claim("w1", max_chunks=2)
         clock.advance(10)
-        assert await store.heartbeat("w1", [c1.key, c2.key]) == []
+        assert await store.heartbeat("w1", [c1, c2]) == []
         clock.advance(10)  # 20 s after the claim, 10 s after the heartbeat
         assert await store.reap() == 0
         clock.advance(6)
         assert await store.reap() == 2
         await store.claim("w2", max_chunks=2)
-        assert sorted(await store.heartbeat("w1", [c1.key, c2.key])) == sorted([c1.key, c2.key])
+        assert sorted(await store.heartbeat("w1", [c1, c2])) == sorted([c1.key, c2.key])
 
 
 async def test_release_hands_back_unstarted_work_without_counting_a_claim(redis_url: str) -> None:
@@ -236,7 +236,7 @@ async def test_release_hands_back_unstarted_work_without_counting_a_claim(redis_
         job = (await store.submit(spec, rcpts)).job_id
         for _ in range(5):  # more than max_claims: releases are not failures
             (chunk,) = await store.claim("w1")
-            assert await store.release("w1", [chunk.key]) == 4
+            assert await store.release([chunk]) == 4
             assert (await assert_audit(store, job))["queued"] == 4
         (chunk,) = await store.claim("w1")
         assert chunk.duplicates == frozenset()
@@ -289,7 +289,7 @@ async def test_done_is_refused_while_recipients_are_still_in_flight(redis_url: s
         (chunk,) = await store.claim("w1")
         # a buggy worker says 'done' after reporting only two recipients
         two = [delivered(r) for r in chunk.records[:2]]
-        await store.report("w1", [ChunkReport(job, chunk.chunk, two, done=True)])
+        await store.report([ChunkReport(chunk, two, done=True)])
         assert await store.redis.zcard(store.keys.lease) == 1  # the chunk is kept
         clock.advance(16)
         assert await store.reap() == 1
@@ -308,15 +308,15 @@ async def test_a_retry_chunk_between_recipients_of_another_lease_leaves_their_st
         evens, odds = chunk.records[0::2], chunk.records[1::2]
         deferred = [Outcome(r.index, r.to, "deferred", 451, "4.3.0", "later", "mx.test") for r in evens]
         retry = [RetryGroup("mx.test", [StoredRecipient(r.index, r.to, r.vars, 1) for r in evens], clock.wall() + 1)]
-        await store.report("w1", [ChunkReport(chunk.job_id, chunk.chunk, deferred, done=False, retry=retry)])
+        await store.report([ChunkReport(chunk, deferred, done=False, retry=retry)])
         clock.advance(2)
         assert (await store.promote())[0] == 1
         (again,) = await store.claim("w2")  # the odd ones are still in flight under w1's lease
         assert [r.index for r in again.records] == [r.index for r in evens]
-        await store.report("w2", [ChunkReport(again.job_id, again.chunk, [delivered(r) for r in again.records], done=True)])
+        await store.report([ChunkReport(again, [delivered(r) for r in again.records], done=True)])
         states = await store.redis.get(store.keys.states(job))
         assert states == b"DfDfDf"
-        await store.report("w1", [ChunkReport(chunk.job_id, chunk.chunk, [delivered(r, "bounced") for r in odds], done=True)])
+        await store.report([ChunkReport(chunk, [delivered(r, "bounced") for r in odds], done=True)])
         assert await store.redis.get(store.keys.states(job)) == b"DbDbDb"
         counts = await assert_audit(store, job)
         assert (counts["delivered"], counts["bounced"], counts["in_flight"]) == (3, 3, 0)

@@ -4,11 +4,13 @@
 -- ones are skipped (a chunk can come back after a lost lease half done).
 -- KEYS[1] lane:tx  KEYS[2] lane:bulk  KEYS[3] lease  KEYS[4] owner  KEYS[5] claims
 -- KEYS[6] quarantine
--- ARGV[1] namespace  ARGV[2] worker token  ARGV[3] now (ms)  ARGV[4] lease (ms)
--- ARGV[5] max chunks  ARGV[6] max claims before quarantine
+-- ARGV[1] namespace  ARGV[2] lease owner: worker token/claim number, new for every claim, so
+-- a lease that ran out is not renewed or reported on by its worker once it claimed the chunk
+-- again (its outcomes would overwrite the new lease's possible-duplicate ones)
+-- ARGV[3] now (ms)  ARGV[4] lease (ms)  ARGV[5] max chunks  ARGV[6] max claims before quarantine
 -- Returns a flat list: job id, chunk, records, flags (per recipient '0' skip,
 -- '1' send, '2' send and flag a possible duplicate), repeated.
-local ns, token = ARGV[1], ARGV[2]
+local ns, lease = ARGV[1], ARGV[2]
 local now, lease_ms = tonumber(ARGV[3]), tonumber(ARGV[4])
 local want, max_claims = tonumber(ARGV[5]), tonumber(ARGV[6])
 local out = {}
@@ -57,7 +59,7 @@ local function claim_chunk(job_id, c)
   states.flush()
   apply_counts(jkey, delta)
   redis.call('ZADD', KEYS[3], now + lease_ms, ckey)
-  redis.call('HSET', KEYS[4], ckey, token)
+  redis.call('HSET', KEYS[4], ckey, lease)
   out[#out + 1] = job_id
   out[#out + 1] = c
   out[#out + 1] = records

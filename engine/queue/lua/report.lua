@@ -1,10 +1,12 @@
--- Record outcomes of leased chunks, compare-and-set on owner and state: a
--- worker that lost its lease (paused past it, say) cannot overwrite the
--- result of the worker that took over, and a replayed report changes nothing.
+-- Record outcomes of leased chunks, compare-and-set on the lease and the state:
+-- a worker that lost its lease (paused past it, Redis down past it) cannot
+-- overwrite the result of the lease that took over, even when that lease is its
+-- own (it claimed the chunk again: the owner value names the lease, not the
+-- worker), and a replayed report changes nothing.
 -- KEYS[1] owner  KEYS[2] lease  KEYS[3] claims  KEYS[4] retry
--- ARGV[1] namespace  ARGV[2] worker token  ARGV[3] now (ms)  ARGV[4] events on ('1'/'0')
--- ARGV[5] events maxlen  ARGV[6] msgpack payload: list of
---   {job id, chunk, done (0/1), outcomes, retry}
+-- ARGV[1] namespace  ARGV[2] now (ms)  ARGV[3] events on ('1'/'0')
+-- ARGV[4] events maxlen  ARGV[5] msgpack payload: list of
+--   {job id, chunk, done (0/1), outcomes, retry, lease owner (as claim.lua set it)}
 --   outcome = {index, new state byte, rcpt, status, code, enhanced, reply, mx, attempt, dup (0/1),
 --              category, fault}
 --   retry   = list of {records, packed indices, due (ms), bucket, kind}: recipients deferred in this
@@ -13,9 +15,9 @@
 --             their chunk straight on the job's ready list
 -- A job cancelled meanwhile gets 'c' instead of 'd' (and no retry chunk).
 -- Returns {outcomes applied, stale chunk keys...}
-local ns, token, now = ARGV[1], ARGV[2], ARGV[3]
-local events_on, maxlen = ARGV[4] == '1', ARGV[5]
-local reports = cmsgpack.unpack(ARGV[6])
+local ns, now = ARGV[1], ARGV[2]
+local events_on, maxlen = ARGV[3] == '1', ARGV[4]
+local reports = cmsgpack.unpack(ARGV[5])
 local applied = 0
 local result = {0}
 
@@ -29,9 +31,9 @@ local function all_settled(states, packed)
 end
 
 for _, r in ipairs(reports) do
-  local job_id, c, done, outcomes, retry = r[1], tostring(r[2]), r[3], r[4], r[5]
+  local job_id, c, done, outcomes, retry, lease = r[1], tostring(r[2]), r[3], r[4], r[5], r[6]
   local ckey = job_id .. ':' .. c
-  if redis.call('HGET', KEYS[1], ckey) ~= token then
+  if redis.call('HGET', KEYS[1], ckey) ~= lease then
     result[#result + 1] = ckey
   else
     local jkey = ns .. ':job:' .. job_id
