@@ -19,11 +19,10 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from engine.classify import Verdict, from_error
+from engine.classify import Verdict
 from engine.clock import Clock
 from engine.config import EngineConfig
-from engine.errors import CorruptData, DnsError, DnsTemporary, QueueError
-from engine.mx import Route
+from engine.errors import CorruptData, QueueError
 from engine.net.resolver import MxResolver
 from engine.net.tls import TlsContexts
 from engine.outcome import CANCELLED, EXPIRED, SUPPRESSED
@@ -31,15 +30,14 @@ from engine.queue.routes import RouteStore
 from engine.queue.sites import SitesStore
 from engine.queue.store import ClaimedChunk, QueueStore
 from engine.queue.suppression import Suppressed, SuppressionList
-from engine.shaping import resolve
-from workers.dispatcher import Shared, SiteDispatcher
+from workers.dispatcher import Shared
 from workers.jobs import JobCache, JobContext
-from workers.policy import SitePolicy
 from workers.pools import HostPools
 from workers.reporter import Reporter
 from workers.routing import FleetRoutes
 from workers.settle import Settler
-from workers.work import Held, Item, Unit
+from workers.sites import Sites
+from workers.work import Held, Item
 
 log = logging.getLogger("bulkmail.worker")
 
@@ -93,7 +91,8 @@ class WorkerLoop:
             date=self.date,
             down_seconds=min(60.0, config.retry.base),
         )
-        self.sites: dict[str, SiteDispatcher] = {}
+        reserve = RESERVED_FOR_TRANSACTIONAL if lanes == ("transactional",) else 0
+        self.sites = Sites(config.shaping, self.site_store, token, reserve, self.shared)
         self.counters = Counters()
         self._capacity = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -320,11 +319,11 @@ class WorkerLoop:
         for domain, items in by_domain.items():
             route = self.routes.cached(domain)
             if route is not None:
-                self._dispatch(job, domain, items, route)
+                self.sites.dispatch(job, domain, items, route)
             else:
                 unrouted[domain] = items
         if unrouted:
-            task = asyncio.create_task(self._route(job, unrouted))
+            task = asyncio.create_task(self.sites.route(job, unrouted, self.routes))
             self._routing.add(task)
             task.add_done_callback(self._routing.discard)
 
@@ -359,36 +358,6 @@ class WorkerLoop:
             except QueueError as exc:  # Redis down: retry; if we stop first, the lease runs out
                 log.warning("cannot quarantine %s yet: %s", held.key, exc)
                 await self._pause(1.0)
-
-    async def _route(self, job: JobContext, unrouted: dict[str, list[Item]]) -> None:
-        def deliver(domain: str, outcome: Route | DnsError) -> None:
-            items = unrouted.pop(domain)
-            if isinstance(outcome, Route):
-                self._dispatch(job, domain, items, outcome)
-                return
-            verdict = from_error(outcome)
-            for item in items:
-                self.settler.settle(job, item, verdict, bucket=f"dns:{domain}")
-
-        try:
-            await self.routes.resolve(list(unrouted), deliver)
-        except Exception as exc:  # a bug: defer what is left, never strand items
-            log.exception("routing %s failed unexpectedly", ", ".join(list(unrouted)[:5]))
-            for domain in list(unrouted):
-                deliver(domain, DnsTemporary(f"{domain}: routing failed: {exc}", domain=domain, enhanced="4.4.3"))
-
-    def _dispatch(self, job: JobContext, domain: str, items: list[Item], route: Route) -> None:
-        bucket, limits = resolve(self.config.shaping, route.site, tuple(h.name for h in route.hosts), domain)
-        site = self.sites.get(bucket)
-        if site is None:
-            reserve = RESERVED_FOR_TRANSACTIONAL if self.lanes == ("transactional",) else 0
-            policy = SitePolicy(bucket, limits, self.site_store, self.token, reserve)
-            site = self.sites[bucket] = SiteDispatcher(bucket, route.hosts, policy, self.shared)
-        else:
-            site.hosts = route.hosts
-        per_txn = limits.max_recipients_per_transaction if job.template.identical and not job.verp else 1
-        for start in range(0, len(items), max(per_txn, 1)):
-            site.enqueue(Unit(job, domain, items[start : start + per_txn]))
 
     # ---- shutdown -----------------------------------------------------------
 

@@ -10,7 +10,6 @@ loses the cancel on purpose, so the race is hit every time instead of in about o
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -27,28 +26,46 @@ from workers.reporter import Reporter
 from workers.work import Held
 
 
-class LosesOneCancel:
-    """Wraps a store method: the first call blocks until cancelled, then returns normally,
-    as ``wait_for`` does when the cancel and the command's reply arrive together."""
+class LosingStore(QueueStore):
+    """A real store on the test's Redis whose ``method`` loses the first cancel: the first call
+    blocks until cancelled, then goes on as ``wait_for`` does when the cancel and the command's
+    reply arrive together."""
 
-    def __init__(self, call: Callable[..., Awaitable[Any]]) -> None:
-        self.call = call
+    def __init__(self, redis: Redis, config: QueueConfig, clock: ManualClock, method: str) -> None:
+        super().__init__(redis, config, clock)
+        self.method = method
         self.entered = asyncio.Event()
         self.lost = False
 
-    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if not self.entered.is_set():
-            self.entered.set()
-            try:
-                await asyncio.get_running_loop().create_future()  # resolved by nothing: only a cancel ends it
-            except asyncio.CancelledError:
-                self.lost = True
-        return await self.call(*args, **kwargs)
+    async def _lose_once(self, name: str) -> None:
+        if name != self.method or self.entered.is_set():
+            return
+        self.entered.set()
+        try:
+            await asyncio.get_running_loop().create_future()  # resolved by nothing: only a cancel ends it
+        except asyncio.CancelledError:
+            self.lost = True
+
+    async def reap(self, *args: Any, **kwargs: Any) -> Any:
+        await self._lose_once("reap")
+        return await super().reap(*args, **kwargs)
+
+    async def promote(self, *args: Any, **kwargs: Any) -> Any:
+        await self._lose_once("promote")
+        return await super().promote(*args, **kwargs)
+
+    async def heartbeat(self, *args: Any, **kwargs: Any) -> Any:
+        await self._lose_once("heartbeat")
+        return await super().heartbeat(*args, **kwargs)
+
+    async def report(self, *args: Any, **kwargs: Any) -> Any:
+        await self._lose_once("report")
+        return await super().report(*args, **kwargs)
 
 
 @pytest.mark.parametrize("method", ["reap", "promote", "heartbeat"])
 async def test_run_returns_after_stop_when_a_background_loop_loses_its_cancel(
-    redis_url: str, monkeypatch: pytest.MonkeyPatch, method: str
+    redis_url: str, method: str
 ) -> None:
     clock = ManualClock()
     config = EngineConfig(
@@ -56,36 +73,30 @@ async def test_run_returns_after_stop_when_a_background_loop_loses_its_cancel(
         dns=DnsConfig(nameserver=("127.0.0.1", 53)),  # never asked: there is no mail
     )
     redis, blocking = open_redis(redis_url), Redis.from_url(redis_url)
-    store = QueueStore(redis, config.queue, clock)
-    losing = LosesOneCancel(getattr(store, method))
-    monkeypatch.setattr(store, method, losing)
+    store = LosingStore(redis, config.queue, clock, method)
     worker = WorkerLoop(config, store, blocking, MxResolver(config.dns, clock), clock, "test-worker")
     try:
         async with running_worker(worker), asyncio.timeout(10):
-            await losing.entered.wait()
-        assert losing.lost, "the loop was not in the call when it was cancelled"
+            await store.entered.wait()
+        assert store.lost, "the loop was not in the call when it was cancelled"
     finally:
         await redis.aclose()
         await blocking.aclose()
 
 
-async def test_reporter_run_returns_after_close_when_its_cancel_is_lost() -> None:
-    class Store:
-        async def report(self, reports: list[Any]) -> tuple[int, list[str]]:
-            return len(reports), []
-
-    store = Store()
-    losing = LosesOneCancel(store.report)
-    store.report = losing  # type: ignore[method-assign]
-    reporter = Reporter(store, QueueConfig(), ManualClock(), lambda _: None)  # type: ignore[arg-type]
+async def test_reporter_run_returns_after_close_when_its_cancel_is_lost(redis_url: str) -> None:
+    redis = open_redis(redis_url)
+    store = LosingStore(redis, QueueConfig(), ManualClock(), "report")
+    reporter = Reporter(store, QueueConfig(), ManualClock(), lambda _: None)
     task = asyncio.create_task(reporter.run())
     try:
         reporter.hold(Held(ClaimedChunk("job", "0", [], frozenset(), "test-worker/1"), remaining=0))  # wakes run() to report it
         async with asyncio.timeout(10):
-            await losing.entered.wait()
+            await store.entered.wait()
         reporter.close()
         task.cancel()
         done, _ = await asyncio.wait({task}, timeout=10)
-        assert losing.lost and done, "Reporter.run() went on after close() and a lost cancel"
+        assert store.lost and done, "Reporter.run() went on after close() and a lost cancel"
     finally:
         task.cancel()  # only the first cancel is lost: the test never leaves run() behind
+        await redis.aclose()
