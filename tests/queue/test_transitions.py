@@ -164,6 +164,28 @@ async def test_replayed_report_changes_nothing(redis_url: str) -> None:
         await assert_audit(store, job)
 
 
+async def test_replayed_report_with_deferred_recipients_makes_one_retry_chunk(redis_url: str) -> None:
+    # redis-py sends a report again when the connection drops after Redis applied it: the
+    # deferred recipients must not get a second retry chunk (they would be sent twice)
+    async with open_store(redis_url) as (store, clock):
+        spec, rcpts = build(people(4))
+        job = (await store.submit(spec, rcpts)).job_id
+        (chunk,) = await store.claim("w1")
+        a, b = chunk.records[:2]
+        outcomes = [delivered(a), Outcome(b.index, b.to, "deferred", 451, "4.3.0", "try later", "mx.test")]
+        groups = [RetryGroup("mx.test", [StoredRecipient(b.index, b.to, b.vars, 1)], clock.wall() + 60)]
+        report = ChunkReport(chunk, outcomes, done=False, retry=groups)
+        assert (await store.report([report]))[0] == 2
+        assert (await store.report([report]))[0] == 0
+        assert await store.redis.zcard(store.keys.retry) == 1
+        assert len(await store.events(job)) == 2
+        clock.advance(61)
+        assert (await store.promote())[0] == 1
+        claimed = [r.index for c in await store.claim("w1", 10) for r in c.records]
+        assert claimed.count(b.index) == 1
+        await assert_audit(store, job)
+
+
 async def test_deferred_recipients_get_a_retry_chunk_promoted_when_due(redis_url: str) -> None:
     async with open_store(redis_url) as (store, clock):
         spec, rcpts = build(people(4))

@@ -42,12 +42,14 @@ for _, r in ipairs(reports) do
     local packed = redis.call('HGET', jkey .. ':ck', c .. '#')
     local states = open_states(st, packed)
     local delta = {}
+    local moved = {}  -- indices this call changed: a replayed report must not make a second retry chunk
     for _, o in ipairs(outcomes) do
       local idx, new, status = o[1], o[2], o[4]
       local cur = states.get(idx)
       if cur == 'f' or cur == 'F' then
         if new == 'd' and cancelled then new, status = 'c', 'cancelled' end
         states.set(idx, new)
+        moved[idx] = true
         bump(delta, cur, -1)
         bump(delta, new, 1)
         applied = applied + 1
@@ -65,7 +67,7 @@ for _, r in ipairs(reports) do
       local want = requeue and 'q' or 'd'
       local waiting = false
       each_index(group[2], function(idx)
-        if states.get(idx) == want then waiting = true end
+        if moved[idx] and states.get(idx) == want then waiting = true end
       end)
       if waiting then
         local nc = redis.call('HINCRBY', jkey, 'nchunks', 1)
