@@ -24,7 +24,12 @@ transaction; its Message-ID is then ``<{job_id}@{msgid_domain}>``, one per job, 
 ``render`` returns the same bytes as ``render_shared``. A raw message is returned exactly as
 given (already checked at submit time, see ``engine.rawmessage``).
 
-The SMTP client dot-stuffs; this module does not.
+The SMTP client dot-stuffs; this module does not. What ``render`` returns for a template
+(not a raw message) is canonical by construction, so the worker tells the client so
+(``Transaction.canonical``) and it skips proving it again per message: static pieces are made
+CRLF when compiled, header values are encoded or folded (``engine.headers``), body values go
+through ``crlf`` and their lines are measured (``engine.bodypart``), and quoted-printable
+keeps lines under 76 octets. ``tests/unit/test_message.py`` checks it on arbitrary templates.
 """
 
 from __future__ import annotations
@@ -98,6 +103,11 @@ class MessageTemplate:
         if self.identical:
             # Everything but the date is fixed: keep what follows it (Message-ID without index).
             self._shared = self._render(Recipient("", "", None), b"", b"")[len(self._head) :]
+
+    @property
+    def canonical(self) -> bool:
+        """Whether every rendered message is canonical by construction (not for a raw message)."""
+        return self._raw is None
 
     def render(self, rcpt: Recipient, index: int, date: bytes) -> bytes:
         """The full message for ``rcpt``, the ``index``-th recipient of the job."""

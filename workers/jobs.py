@@ -39,13 +39,17 @@ class JobContext:
             rec = items[0].record
             message = self.template.render(Recipient(rec.to, rec.domain, rec.vars), rec.index, date)
         if self.bounce is None:
-            return Transaction(Envelope(self.spec.sender, tuple(item.record.to for item in items)), message, unit)
+            return Transaction(
+                Envelope(self.spec.sender, tuple(item.record.to for item in items)), message, unit,
+                self.template.canonical,
+            )
         # VERP: the envelope sender names this recipient (one per transaction), and a
         # signed trace header lets a complaint without the envelope find it too.
         rec = items[0].record
         name, value = trace_header(self.bounce, self.job_id, rec.index, rec.to)
         sender = envelope_sender(self.bounce, self.job_id, rec.index)
-        return Transaction(Envelope(sender, (rec.to,)), f"{name}: {value}\r\n".encode() + message, unit)
+        trace = f"{name}: {value}\r\n".encode()  # ASCII, one line: canonical like the rest
+        return Transaction(Envelope(sender, (rec.to,)), trace + message, unit, self.template.canonical)
 
     @property
     def verp(self) -> bool:

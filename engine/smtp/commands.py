@@ -85,7 +85,7 @@ def prepare(
     message = txn.message
     envelope = txn.envelope
     try:
-        chunks, size = data.encode(message) if encoder is None else encoder.encode(message)
+        chunks, size = (data.encode if encoder is None else encoder.encode)(message, txn.canonical)
         eight_bit = not message.isascii()
         plain = _plain_envelope(envelope, caps, size, eight_bit)
         if plain is not None:

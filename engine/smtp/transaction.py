@@ -50,11 +50,19 @@ _env_from, _env_rcpts, _env_ret, _env_envid, _env_notify, _env_orcpt = (
 @dataclass(slots=True, eq=False)
 class Transaction:
     """One mail transaction. ``message`` is RFC 5322 bytes with any line endings:
-    the client makes them canonical and dot-stuffs them. ``tag`` is the caller's."""
+    the client makes them canonical and dot-stuffs them. ``tag`` is the caller's.
+
+    ``canonical`` is the caller's promise that ``message`` is canonical already (CRLF
+    its only line break, ending with CRLF, no line over 998 octets), as
+    ``engine.message`` renders every message: the client then skips the scans that
+    prove it (most of the cost of a large message) and still refuses NUL and
+    dot-stuffs. A message not ending with CRLF gets the full treatment anyway.
+    """
 
     envelope: Envelope
     message: bytes
     tag: object = None
+    canonical: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -327,6 +327,7 @@ def test_raw_message_passthrough() -> None:
     expected = raw_text.encode("utf-8")
     assert template.render_shared(DATE) == expected
     assert template.render(recipients[0], 3, DATE) == expected
+    assert not template.canonical  # sent as given: the client makes its line ends canonical
 
 
 @pytest.mark.parametrize(
@@ -377,3 +378,51 @@ def test_any_values_render_to_a_valid_message(body_value: str, subject_value: st
     clean = body_value.encode("utf-8", "replace").decode()
     normalised = clean.replace("\r\n", "\n").replace("\r", "\n")
     assert body_of(message, "plain") == f"T {normalised}\n"
+
+
+TEMPLATE_TEXT = st.lists(
+    st.one_of(
+        st.text(max_size=60),
+        st.sampled_from(["{{a}}", "{{b}}", "\n.", "\r", "\n", "\r\n", ".", "x" * 990, "=_bulkmail_alternative"]),
+    ),
+    max_size=12,
+).map("".join)
+VALUE = st.one_of(st.text(max_size=80), st.sampled_from(["", ".", "\n.\n", "\r.\r", "y" * 1200, "\x00", "=?x?="]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    text=st.one_of(st.none(), TEMPLATE_TEXT),
+    html=st.one_of(st.none(), TEMPLATE_TEXT),
+    subject=st.text(alphabet=st.characters(codec="utf-8", blacklist_characters="\r\n\x00"), max_size=40),
+    h=st.one_of(st.text(alphabet=st.characters(codec="utf-8", blacklist_characters="\r\n\x00"), max_size=80),
+                st.just("z" * 1100)),
+    a=VALUE,
+    b=VALUE,
+)
+def test_any_template_renders_canonical_bytes_so_the_client_may_skip_its_scans(
+    text: str | None, html: str | None, subject: str, h: str, a: str, b: str
+) -> None:
+    """``Transaction.canonical`` rests on this: whatever the template and the values, the
+    rendered message needs no line-break repair and has no long line, so the SMTP client's
+    short path (NUL and dots only) sends exactly what its full check would."""
+    from engine.smtp import data
+
+    job: dict[str, Any] = {"from": "n@example.com", "subject": subject + "{{h}}", "recipients": ["a@b.org"]}
+    job |= {"headers": {"X-Tag": "t {{h}}"}}
+    if text is None and html is None:
+        text = ""
+    if text is not None:
+        job["text"] = text
+    if html is not None:
+        job["html"] = html
+    try:
+        spec, _ = parse_job(job)
+        rcpt = parse_recipient({"to": "a@b.org", "vars": {"a": a, "b": b, "h": h}}, 0, spec)
+    except InputError:  # a template the job parser refuses never reaches a worker
+        return
+    template = MessageTemplate(spec, job_id="j", msgid_domain="m.org")
+    assert template.canonical
+    raw = template.render(rcpt, 7, DATE)
+    check_wire(raw)
+    assert data.encode(raw, canonical=True) == data.encode(raw)

@@ -189,3 +189,31 @@ def test_encoder_never_remembers_a_mutable_message() -> None:
     message[1:2] = b"\x00"
     with pytest.raises(LocalRefusal):
         encoder.encode(message)  # type: ignore[arg-type]
+
+
+CANONICAL_LINES = st.lists(
+    st.one_of(
+        st.binary(max_size=120).map(lambda b: re.sub(rb"[\r\n\x00]", b"", b)),
+        st.sampled_from([b".", b"..", b".x", b"", b"y" * 998]),
+    ),
+    min_size=1,
+    max_size=30,
+)
+
+
+@given(CANONICAL_LINES)
+def test_a_message_vouched_canonical_encodes_as_if_it_had_been_checked(lines: list[bytes]) -> None:
+    message = b"\r\n".join(lines) + b"\r\n"
+    assert data.encode(message, canonical=True) == data.encode(message)
+    assert data.Encoder().encode(message, True) == data.encode(message)
+
+
+@pytest.mark.parametrize("message", [b"no final line end", b"a\nb", b".", b""])
+def test_a_vouched_message_without_its_final_crlf_gets_every_check(message: bytes) -> None:
+    assert data.encode(message, canonical=True) == data.encode(message)
+
+
+@pytest.mark.parametrize("sequence", SMUGGLING_NUL)
+def test_nul_is_refused_even_in_a_vouched_message(sequence: bytes) -> None:
+    with pytest.raises(LocalRefusal, match="NUL"):
+        data.encode(b"Subject: x\r\n\r\n" + sequence, canonical=True)
