@@ -77,6 +77,9 @@ def preflight(args: argparse.Namespace) -> None:
 
 
 def _terminate(signum: int, _frame: object) -> None:
+    # Kill the load generators first: a thread waiting for one (asyncio.to_thread) would
+    # otherwise hold up the event loop's shutdown until it finished by itself.
+    procstat.kill_started()
     raise KeyboardInterrupt(f"signal {signum}")
 
 
@@ -91,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     tempfile.tempdir = str(workdir)  # Postfix's queue and the sinks' files on the same disk as Redis
     base_config = tomllib.loads(Path(args.bulkmail_config).read_text()) if args.bulkmail_config else {}
     signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, _terminate)  # Ctrl-C: the same, instead of asyncio's cancel
     info = machine.describe(workdir)
     env = Environment(workdir, hosts=args.hosts)
     ctx = Context(env, workdir, Limits(min_rate=args.min_rate, stall=args.stall), connections=args.connections,
