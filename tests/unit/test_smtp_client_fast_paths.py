@@ -117,3 +117,31 @@ def test_envelope_keeps_every_dataclass_behaviour_with_its_faster_init() -> None
     assert repr(Envelope("a@x", ("b@y",))).startswith("Envelope(mail_from='a@x', recipients=('b@y',), ret=None")
     with pytest.raises(dataclasses.FrozenInstanceError):
         envelope.ret = "HDRS"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "message",
+    [b"Subject: x\r\n\r\n.dot\r\n..two\r\n", b".first\r\n", b"lone\nLF and lone\rCR", b"no final line end"],
+)
+def test_a_message_vouched_canonical_is_written_as_the_checked_one_would_be(message: bytes) -> None:
+    """``Transaction.canonical`` skips scans, never dot-stuffing; a message that breaks the
+    promise visibly (no final CRLF) gets the full treatment."""
+    wires = []
+    for canonical in (False, True):
+        conn = ready()
+        conn.submit(Transaction(Envelope("a@x.example", ("b@y",)), message, canonical=canonical))
+        head = written(conn)
+        conn.receive_data(b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go ahead\r\n")
+        wires.append(head + written(conn))
+    assert wires[0] == wires[1]
+    if message.endswith(b"\r\n"):
+        assert b"\r\n..dot\r\n...two\r\n" in wires[1] or b"\r\n..first\r\n" in wires[1]
+
+
+def test_a_vouched_message_with_a_nul_is_still_refused_before_a_byte_is_written() -> None:
+    conn = ready()
+    conn.submit(Transaction(Envelope("a@x.example", ("b@y",)), b"Subject: x\r\n\r\n\x00\r\n", canonical=True))
+    assert written(conn) == b""
+    (done,) = conn.events()
+    assert isinstance(done, TransactionDone)
+    assert done.result.recipients[0].reply.code == 554 and not done.result.recipients[0].delivered
