@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -25,6 +26,9 @@ from tests.support.ports import free_port
 from tests.support.postfix import PostfixInstance, SmtpSinkProcess
 
 POSTFIX_HOST = "127.0.0.10"
+
+
+_MESG = re.compile(rb"mesg=(\d+)\s")
 
 
 class BenchSink(SmtpSinkProcess):
@@ -42,11 +46,9 @@ class BenchSink(SmtpSinkProcess):
                 tail = f.read()
         except OSError:
             return 0
-        marker = tail.rfind(b"mesg=")
-        if marker < 0:
-            return 0
-        digits = tail[marker + 5 :].split(None, 1)[0]
-        return int(digits) if digits.isdigit() else 0
+        # the sink may be half-way through its last line: take the last complete counter
+        counts = _MESG.findall(tail)
+        return int(counts[-1]) if counts else 0
 
     @property
     def pid(self) -> int:
