@@ -1,7 +1,9 @@
 """Run the selected workloads: every case of a workload once per repeat, side by side.
 
 Repeats are interleaved (repeat 1 of every system, then repeat 2, ...) so that a noisy
-stretch of the machine hits every system, and the ratios stay comparable.
+stretch of the machine hits every system, and the ratios stay comparable. Every other repeat
+runs the cases in reverse order: two close variants (g's events on and off) otherwise always
+met the machine in the same order, and the order decided which came out faster.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ async def run_workload(ctx: Context, workload: Workload, units: int, repeat: int
     started = time.monotonic()
     print(f"\n== {workload.key}: {workload.title} ({units:,} {workload.unit}, {repeat} repeat(s))", flush=True)
     for rep in range(repeat):
-        for case in cases:
+        for case in cases if rep % 2 == 0 else cases[::-1]:
             summary = summaries[case.label]
             if summary.runs and not summary.ok:
                 continue  # failed on every repeat so far: do not spend the timeout again
