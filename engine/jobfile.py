@@ -90,18 +90,18 @@ def _top_level(text: str, whole_limit: int) -> tuple[dict[str, Any], int | None,
         if not isinstance(key, str):
             raise _error(text, pos, "object keys are strings")
         pos = _skip(text, _expect(text, pos, ":"))
-        if key == "recipients" and text[pos : pos + 1] == "[" and len(text) <= whole_limit:
-            start = pos
-            whole, pos = _value(text, pos)
-            count = len(whole)
-        elif key == "recipients" and text[pos : pos + 1] == "[":
+        if key == "recipients" and text[pos : pos + 1] == "[":
             start, count = pos, 0
-            for item, end in _items(text, pos):
-                if end >= 0:
-                    pos = end
-                else:
-                    count += 1
-                    del item
+            if len(text) <= whole_limit:
+                whole, pos = _value(text, pos)
+                count = len(whole)
+            else:
+                for item, end in _items(text, pos):
+                    if end >= 0:
+                        pos = end
+                    else:
+                        count += 1
+                        del item
         else:
             fields[key], pos = _value(text, pos)
         pos = _skip(text, pos)

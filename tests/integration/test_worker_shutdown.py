@@ -10,6 +10,7 @@ loses the cancel on purpose, so the race is hit every time instead of in about o
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
@@ -24,6 +25,16 @@ from tests.support.workers import running_worker
 from workers.loop import WorkerLoop
 from workers.reporter import Reporter
 from workers.work import Held
+
+
+def _losing(name: str) -> Callable[..., Coroutine[Any, Any, Any]]:
+    """QueueStore's ``name``, entered through ``_lose_once``."""
+
+    async def call(self: LosingStore, *args: Any, **kwargs: Any) -> Any:
+        await self._lose_once(name)
+        return await getattr(QueueStore, name)(self, *args, **kwargs)
+
+    return call
 
 
 class LosingStore(QueueStore):
@@ -46,32 +57,19 @@ class LosingStore(QueueStore):
         except asyncio.CancelledError:
             self.lost = True
 
-    async def reap(self, *args: Any, **kwargs: Any) -> Any:
-        await self._lose_once("reap")
-        return await super().reap(*args, **kwargs)
-
-    async def promote(self, *args: Any, **kwargs: Any) -> Any:
-        await self._lose_once("promote")
-        return await super().promote(*args, **kwargs)
-
-    async def heartbeat(self, *args: Any, **kwargs: Any) -> Any:
-        await self._lose_once("heartbeat")
-        return await super().heartbeat(*args, **kwargs)
-
-    async def report(self, *args: Any, **kwargs: Any) -> Any:
-        await self._lose_once("report")
-        return await super().report(*args, **kwargs)
+    reap = _losing("reap")
+    promote = _losing("promote")
+    heartbeat = _losing("heartbeat")
+    report = _losing("report")
 
 
 @pytest.mark.parametrize("method", ["reap", "promote", "heartbeat"])
 async def test_run_returns_after_stop_when_a_background_loop_loses_its_cancel(
-    redis_url: str, method: str
+    redis_url: str, dns_config: DnsConfig, method: str
 ) -> None:
     clock = ManualClock()
-    config = EngineConfig(
-        queue=QueueConfig(heartbeat=0.02, reap_interval=0.02),
-        dns=DnsConfig(nameserver=("127.0.0.1", 53)),  # never asked: there is no mail
-    )
+    # the loopback DNS server of the fixtures; never asked, as there is no mail
+    config = EngineConfig(queue=QueueConfig(heartbeat=0.02, reap_interval=0.02), dns=dns_config)
     redis, blocking = open_redis(redis_url), Redis.from_url(redis_url)
     store = LosingStore(redis, config.queue, clock, method)
     worker = WorkerLoop(config, store, blocking, MxResolver(config.dns, clock), clock, "test-worker")
