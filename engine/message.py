@@ -140,10 +140,10 @@ class MessageTemplate:
             if isinstance(part, bytes):
                 out.append(part)
             else:
-                cte, body = part.render(lookup)
+                cte, pieces = part.render_pieces(lookup)
                 out.append(_CTE[cte])
                 out.append(b"\r\n")
-                out.append(body)
+                out += pieces
         return b"".join(out)
 
     def _compile_headers(self, spec: JobSpec) -> tuple[bool, bool]:
