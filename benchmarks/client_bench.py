@@ -10,9 +10,15 @@
 
 Connection ``c`` goes to target ``c % len(targets)`` and sends transactions c, c+C, c+2C...
 Messages are personalized (rendered per recipient from pre-split byte templates) when
-``--rcpts`` is 1, identical otherwise. With several targets (the sinks, one per MX host) a
-transaction's recipients are in domains served by that MX; with one (Postfix) they cycle
-over all domains. Prints one JSON object: sent, failed, seconds and CPU seconds of this
+``--rcpts`` is 1, identical otherwise. A rendered message is canonical by construction
+(CRLF text, ASCII values without CR or LF: ``tests/unit/test_bench_messages.py``), so
+bulkmail's client is told so with ``Transaction.canonical``, exactly as a worker tells it
+for every message ``engine.message`` renders; it still refuses NUL, checks the final CRLF
+and dot-stuffs. ``--full-scan`` sends them as unproven (raw) messages instead. The identical
+message of ``--rcpts`` > 1 is always sent as unproven, like a raw job's.
+
+With several targets (the sinks, one per MX host) a transaction's recipients are in domains
+served by that MX; with one (Postfix) they cycle over all domains. Prints one JSON object: sent, failed, seconds and CPU seconds of this
 process measured around the sending alone (interpreter start-up excluded).
 """
 
@@ -69,7 +75,7 @@ class Tally:
         self.first_error = self.first_error or str(error)[:300]
 
 
-async def bulkmail_connection(plan: Plan, c: int, tally: Tally, depth: int) -> None:
+async def bulkmail_connection(plan: Plan, c: int, tally: Tally, depth: int, canonical: bool) -> None:
     from engine.config import SmtpConfig
     from engine.net.smtp_protocol import SmtpSession
     from engine.smtp.transaction import Envelope, Transaction
@@ -93,7 +99,8 @@ async def bulkmail_connection(plan: Plan, c: int, tally: Tally, depth: int) -> N
 
     try:
         for rcpts, message in plan.transactions(c):
-            pending.append(session.submit(Transaction(Envelope(SENDER, tuple(rcpts)), message)))  # type: ignore[arg-type]
+            txn = Transaction(Envelope(SENDER, tuple(rcpts)), message, canonical=canonical)
+            pending.append(session.submit(txn))  # type: ignore[arg-type]
             if len(pending) >= depth:
                 await settle()
         while pending:
@@ -102,7 +109,7 @@ async def bulkmail_connection(plan: Plan, c: int, tally: Tally, depth: int) -> N
         await session.quit()
 
 
-async def aiosmtplib_connection(plan: Plan, c: int, tally: Tally, depth: int) -> None:
+async def aiosmtplib_connection(plan: Plan, c: int, tally: Tally, depth: int, canonical: bool) -> None:
     import aiosmtplib
 
     host, port = plan.targets[c % len(plan.targets)]
@@ -126,16 +133,17 @@ async def aiosmtplib_connection(plan: Plan, c: int, tally: Tally, depth: int) ->
             await smtp.quit()
 
 
-IMPLS: dict[str, Callable[[Plan, int, Tally, int], Awaitable[None]]] = {
+IMPLS: dict[str, Callable[[Plan, int, Tally, int, bool], Awaitable[None]]] = {
     "bulkmail": bulkmail_connection,
     "aiosmtplib": aiosmtplib_connection,
 }
 
 
-async def run(plan: Plan, impl: str, depth: int, timeout: float) -> dict[str, object]:
+async def run(plan: Plan, impl: str, depth: int, timeout: float, full_scan: bool = False) -> dict[str, object]:
     tally = Tally()
+    canonical = plan.rcpts == 1 and not full_scan
     cpu0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-    tasks = [asyncio.create_task(IMPLS[impl](plan, c, tally, depth)) for c in range(plan.connections)]
+    tasks = [asyncio.create_task(IMPLS[impl](plan, c, tally, depth, canonical)) for c in range(plan.connections)]
     error = None
     try:
         async with asyncio.timeout(timeout):
@@ -151,8 +159,8 @@ async def run(plan: Plan, impl: str, depth: int, timeout: float) -> dict[str, ob
     seconds = time.perf_counter() - t0
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
-    return {"impl": impl, "sent": tally.sent, "failed": tally.failed, "first_error": tally.first_error,
-            "seconds": seconds, "cpu_seconds": cpu, "error": error}
+    return {"impl": impl, "canonical": canonical and impl == "bulkmail", "sent": tally.sent, "failed": tally.failed,
+            "first_error": tally.first_error, "seconds": seconds, "cpu_seconds": cpu, "error": error}
 
 
 def parse_targets(text: str) -> list[tuple[str, int]]:
@@ -176,11 +184,13 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=2, help="bulkmail: transactions outstanding per connection")
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    parser.add_argument("--full-scan", action="store_true",
+                        help="bulkmail: prove every message canonical again (as for a raw message)")
     args = parser.parse_args()
     plan = Plan(parse_targets(args.target), args.connections, args.messages, args.rcpts, args.domains, args.hosts, MessageTemplate(args.size))
     factory = uvloop.new_event_loop if args.loop == "uvloop" else asyncio.new_event_loop
     with asyncio.Runner(loop_factory=factory) as runner:
-        result = runner.run(run(plan, args.impl, args.depth, args.timeout))
+        result = runner.run(run(plan, args.impl, args.depth, args.timeout, args.full_scan))
     print(json.dumps(result), flush=True)
     sys.exit(0 if result["error"] is None and not result["failed"] else 1)
 

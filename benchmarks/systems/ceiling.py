@@ -3,7 +3,8 @@
 * ``smtp-source``: Postfix's C load generator, ``--ceiling-hosts`` processes (one per sink)
   sharing ``--connections`` persistent sessions (-d), one pre-rendered message file (-F), a
   unique recipient per message (-N). CPU counted: the smtp-source processes (wait4).
-* ``client``: bulkmail's SMTP client alone (``benchmarks.client_bench --impl bulkmail``).
+* ``client``: bulkmail's SMTP client alone (``benchmarks.client_bench --impl bulkmail``);
+  its ``full_scan`` variant proves every message canonical again (``--full-scan``).
 * ``naive``: aiosmtplib on uvloop (``benchmarks.client_bench --impl aiosmtplib``).
   CPU counted for both: the sender process around its sending (its own getrusage).
 
@@ -86,6 +87,8 @@ async def run_client(ctx: Context, workload: Workload, case: Case, units: int) -
             "--connections", str(ctx.connections), "--messages", str(transactions), "--size", str(workload.size),
             "--rcpts", str(workload.rcpts_per_txn), "--domains", str(workload.domains),
             "--hosts", str(ctx.env.hosts), "--timeout", str(timeout)]
+    if case.param("full_scan"):
+        argv.append("--full-scan")
     before = ctx.env.sink_messages()
     meter = CpuMeter({"sinks": ctx.env.sink_pids}).start()
     log = ctx.workdir / f"client_bench-{impl}.log"
