@@ -127,7 +127,7 @@ def _fmt(value: Any, spec: str = ",.0f") -> str:
 
 
 def system_table(results: list[WorkloadResult]) -> str:
-    lines = [f"{'workload':<8} {'system':<22} {'rate/s':>10} {'spread':>7} {'CPU us':>8} {'sinks us':>8}  notes"]
+    lines = [f"{'workload':<8} {'system':<26} {'rate/s':>10} {'spread':>7} {'CPU us':>8} {'sinks us':>8}  notes"]
     for result in results:
         for summary in result.summaries.values():
             notes = []
@@ -137,7 +137,7 @@ def system_table(results: list[WorkloadResult]) -> str:
             if summary.errors:
                 notes.append(f"FAILED {len(summary.errors)}/{len(summary.runs)}: {summary.errors[0][:140]}")
             spread = f"±{summary.spread_pct:.0f}%" if summary.spread_pct is not None else "-"
-            lines.append(f"{result.workload.key:<8} {summary.label:<22} {_fmt(summary.rate):>10} {spread:>7} "
+            lines.append(f"{result.workload.key:<8} {summary.label:<26} {_fmt(summary.rate):>10} {spread:>7} "
                          f"{_fmt(summary.cpu_us('system')):>8} {_fmt(summary.cpu_us('sinks')):>8}  {' '.join(notes)}")
     return "\n".join(lines)
 
