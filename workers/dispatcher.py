@@ -85,14 +85,19 @@ class SiteDispatcher:
 
     # ---- queue --------------------------------------------------------------
 
-    def enqueue(self, unit: Unit) -> None:
+    def enqueue(self, units: list[Unit]) -> None:
+        """Queue one domain's units of one job together: the host, state and spawn checks run
+        once for them, not once per recipient."""
         if self._live_host() is None:
-            self._fail(unit, self.last_error or ConnectError(f"every MX host of {self.bucket} failed recently"))
+            error = self.last_error or ConnectError(f"every MX host of {self.bucket} failed recently")
+            for unit in units:
+                self._fail(unit, error)
             return
-        if unit.job.meta.priority == "transactional":
-            self.queue.appendleft(unit)
-        else:
-            self.queue.append(unit)
+        for unit in units:
+            if unit.job.meta.priority == "transactional":
+                self.queue.appendleft(unit)
+            else:
+                self.queue.append(unit)
         state = self.policy.state
         if state.paused or state.down_until > self.shared.clock.wall():
             # what we know says wait: ask Redis first (the operator may just have resumed or
