@@ -18,8 +18,9 @@ and dot-stuffs. ``--full-scan`` sends them as unproven (raw) messages instead. T
 message of ``--rcpts`` > 1 is always sent as unproven, like a raw job's.
 
 With several targets (the sinks, one per MX host) a transaction's recipients are in domains
-served by that MX; with one (Postfix) they cycle over all domains. Prints one JSON object: sent, failed, seconds and CPU seconds of this
-process measured around the sending alone (interpreter start-up excluded).
+served by that MX; with one (Postfix) they cycle over all domains. Prints one JSON object:
+sent, failed, seconds and CPU seconds of this process measured around the sending alone
+(interpreter start-up excluded).
 """
 
 from __future__ import annotations

@@ -39,10 +39,7 @@ class Sites(dict[str, SiteDispatcher]):
         else:
             site.hosts = route.hosts
         per_txn = max(limits.max_recipients_per_transaction if job.template.identical and not job.verp else 1, 1)
-        if per_txn == 1:
-            site.enqueue([Unit(job, domain, [item]) for item in items])
-        else:
-            site.enqueue([Unit(job, domain, items[start : start + per_txn]) for start in range(0, len(items), per_txn)])
+        site.enqueue([Unit(job, domain, items[start : start + per_txn]) for start in range(0, len(items), per_txn)])
 
     async def route(self, job: JobContext, unrouted: dict[str, list[Item]], routes: FleetRoutes) -> None:
         """Dispatch each domain's recipients as soon as its route is known."""

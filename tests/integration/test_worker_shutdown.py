@@ -26,6 +26,8 @@ from workers.loop import WorkerLoop
 from workers.reporter import Reporter
 from workers.work import Held
 
+NEVER_PUSHED = "test:worker-shutdown:never-pushed"
+
 
 def _losing(name: str) -> Callable[..., Coroutine[Any, Any, Any]]:
     """QueueStore's ``name``, entered through ``_lose_once``."""
@@ -39,8 +41,8 @@ def _losing(name: str) -> Callable[..., Coroutine[Any, Any, Any]]:
 
 class LosingStore(QueueStore):
     """A real store on the test's Redis whose ``method`` loses the first cancel: the first call
-    blocks until cancelled, then goes on as ``wait_for`` does when the cancel and the command's
-    reply arrive together."""
+    waits in a real Redis command that only a cancel ends (BLPOP on a list nobody pushes to),
+    then goes on as ``wait_for`` does when the cancel and the command's reply arrive together."""
 
     def __init__(self, redis: Redis, config: QueueConfig, clock: ManualClock, method: str) -> None:
         super().__init__(redis, config, clock)
@@ -53,7 +55,7 @@ class LosingStore(QueueStore):
             return
         self.entered.set()
         try:
-            await asyncio.get_running_loop().create_future()  # resolved by nothing: only a cancel ends it
+            await self.redis.blpop([NEVER_PUSHED], timeout=0)  # blocks in the server until cancelled
         except asyncio.CancelledError:
             self.lost = True
 
